@@ -1,0 +1,128 @@
+"""The one module that talks to the Docker engine; everything else asks it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from providers.errors import EngineError, ImageError
+
+from . import LABEL_PREFIX
+
+_client: Any = None
+
+
+def client() -> Any:
+    """A connected docker SDK client, or EngineError with how to start the engine."""
+    global _client
+    if _client is not None:
+        return _client
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        candidate = docker.from_env(timeout=int(os.environ.get("MF_DOCKER_TIMEOUT", "120")))
+        candidate.ping()
+    except DockerException as exc:
+        reason = str(exc).split("\n")[0]
+        raise EngineError(f"Cannot reach the Docker engine ({reason[:160]}).") from None
+    _client = candidate
+    return _client
+
+
+def has_nvidia_runtime() -> bool:
+    runtimes = client().info().get("Runtimes") or {}
+    return "nvidia" in runtimes
+
+
+def engine_version() -> str:
+    return str(client().version().get("Version", "?"))
+
+
+def image_exists(tag: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client().images.get(tag)
+        return True
+    except ImageNotFound:
+        return False
+
+
+def image_attrs(tag: str) -> dict[str, Any] | None:
+    from docker.errors import ImageNotFound
+
+    try:
+        return dict(client().images.get(tag).attrs)
+    except ImageNotFound:
+        return None
+
+
+def build_image(
+    context: io.BufferedIOBase,
+    tag: str,
+    *,
+    buildargs: dict[str, str],
+    labels: dict[str, str],
+    on_line: Callable[[str], None],
+) -> None:
+    """Build from a tar ``context`` with the classic builder and no network; stream its output."""
+    stream = client().api.build(
+        fileobj=context,
+        custom_context=True,
+        tag=tag,
+        buildargs=buildargs,
+        labels=labels,
+        network_mode="none",
+        rm=True,
+        forcerm=True,
+        decode=True,
+    )
+    tail: list[str] = []
+    for chunk in stream:
+        if "error" in chunk:
+            detail = chunk["error"].strip()
+            raise ImageError(
+                f"Building {tag} failed: {detail[-300:]}",
+                "Read the build output above; a hash mismatch means a lock or a wheel was changed.",
+            )
+        text = chunk.get("stream", "")
+        for line in text.splitlines():
+            if line.strip():
+                tail.append(line)
+                on_line(line.rstrip())
+    if not image_exists(tag):
+        raise ImageError(f"Building {tag} ended without an image: {' | '.join(tail[-3:])}")
+
+
+def project_labels(kind: str, **extra: str) -> dict[str, str]:
+    labels = {f"{LABEL_PREFIX}.kind": kind}
+    labels.update({f"{LABEL_PREFIX}.{key.replace('_', '-')}": value for key, value in extra.items()})
+    return labels
+
+
+@contextlib.contextmanager
+def job_container(image: str, **create_kwargs: Any) -> Iterator[Any]:
+    """A created container, removed when the block ends, however it ends."""
+    container = client().containers.create(image, detach=True, **create_kwargs)
+    try:
+        yield container
+    finally:
+        with contextlib.suppress(Exception):
+            container.remove(force=True, v=True)
+
+
+def gpu_device_requests(gpus: str | None) -> list[Any]:
+    """Device requests for ``--gpus`` (``all``, a count, or ``device=0,1``); none without an NVIDIA runtime."""
+    from docker.types import DeviceRequest
+
+    if gpus is None or gpus == "none":
+        return []
+    if gpus == "all":
+        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if gpus.startswith("device="):
+        return [DeviceRequest(device_ids=gpus.removeprefix("device=").split(","), capabilities=[["gpu"]])]
+    return [DeviceRequest(count=int(gpus), capabilities=[["gpu"]])]

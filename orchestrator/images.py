@@ -1,0 +1,307 @@
+"""Provider images: what goes into each (its recipe under images/<name>/), its content-derived
+tag, and building it from a staged wheelhouse with no network.
+
+An image recipe is ``images/<provider>/Dockerfile`` plus one hash-locked
+``requirements.<flavour>.txt`` per flavour (and an optional ``requirements.build.txt`` for the
+builder stage). The tag ``modelforge/<provider>:<flavour>-<hash12>`` hashes the Dockerfile, the
+locks, the provider package and the base images, so any change to what is inside gives a new tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from providers.errors import ImageError
+
+from . import LABEL_PREFIX, PROJECT_ROOT, engine
+
+IMAGES_DIR = PROJECT_ROOT / "images"
+PROVIDERS_SRC = PROJECT_ROOT / "providers"
+BASE_SCRIPT = IMAGES_DIR / "base" / "build-rootfs.sh"
+BUILD_LOCK = "requirements.build.txt"
+REPOSITORY = "modelforge"
+
+Progress = Callable[[str], None]
+
+
+def wheelhouse_root() -> Path:
+    return Path(os.environ.get("MF_WHEELHOUSE", PROJECT_ROOT / ".cache" / "wheelhouse"))
+
+
+def _sha256(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()
+
+
+def _tree_files(root: Path) -> list[Path]:
+    return sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith((".pyc", ".pyo"))
+    )
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """An image made from Debian packages by images/base/build-rootfs.sh (no registry needed)."""
+
+    variant: str  # runtime | build
+
+    @property
+    def tag(self) -> str:
+        content = _sha256(BASE_SCRIPT.read_bytes(), self.variant.encode())
+        return f"{REPOSITORY}/base:{self.variant}-{content[:12]}"
+
+    def ensure(self, progress: Progress) -> str:
+        if engine.image_exists(self.tag):
+            return self.tag
+        if os.geteuid() != 0:
+            raise ImageError(
+                f"The base image {self.tag} is missing, and building it needs root (debootstrap).",
+                "Run `sudo make image-base`, then try again.",
+            )
+        progress(f"building {self.tag} from Debian packages (debootstrap, about a minute)")
+        proc = subprocess.run(  # noqa: S603 - our own script, fixed arguments
+            ["bash", str(BASE_SCRIPT), self.variant, self.tag],
+            capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0 or not engine.image_exists(self.tag):
+            tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+            raise ImageError(f"Building the base image {self.tag} failed: {tail}", "Run `make image-base` to see why.")
+        return self.tag
+
+
+BASE_RUNTIME = BaseImage("runtime")
+BASE_BUILD = BaseImage("build")
+
+
+def lock_versions(lock: Path) -> dict[str, str]:
+    """``name -> version`` for every pin in a hash-locked requirements file."""
+    pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", lock.read_text(), flags=re.M)
+    return {name.lower(): version for name, version in pins}
+
+
+def _direct_requirements(recipe: Path) -> list[str]:
+    src = recipe / "requirements.in"
+    if not src.exists():
+        return []
+    names = []
+    for line in src.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            names.append(re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].lower())
+    return names
+
+
+def _entry_points_txt() -> str:
+    """The built-in providers' entry points, taken from pyproject.toml, for the image's dist-info."""
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    group = project["entry-points"]["modelforge.providers"]
+    lines = ["[modelforge.providers]", *(f"{name} = {target}" for name, target in sorted(group.items()))]
+    return "\n".join(lines) + "\n"
+
+
+def _metadata_txt() -> str:
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    return f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One provider image in one flavour."""
+
+    provider: str
+    flavour: str
+    recipe: Path
+
+    @property
+    def dockerfile(self) -> Path:
+        return self.recipe / "Dockerfile"
+
+    @property
+    def lock(self) -> Path:
+        return self.recipe / f"requirements.{self.flavour}.txt"
+
+    @property
+    def build_lock(self) -> Path | None:
+        path = self.recipe / BUILD_LOCK
+        return path if path.exists() else None
+
+    @property
+    def locks(self) -> list[Path]:
+        return [self.lock] + ([self.build_lock] if self.build_lock else [])
+
+    @cached_property
+    def lock_hash(self) -> str:
+        return _sha256(*(p.read_bytes() for p in self.locks))[:12]
+
+    def _app_files(self) -> dict[str, bytes]:
+        """What goes into the image's last layer: the providers package and its entry points."""
+        files = {f"app/providers/{p.relative_to(PROVIDERS_SRC).as_posix()}": p.read_bytes()
+                 for p in _tree_files(PROVIDERS_SRC)}
+        dist = "app/modelforge.dist-info"
+        files[f"{dist}/METADATA"] = _metadata_txt().encode()
+        files[f"{dist}/entry_points.txt"] = _entry_points_txt().encode()
+        return files
+
+    @cached_property
+    def content_hash(self) -> str:
+        parts: list[bytes] = [self.provider.encode(), self.flavour.encode(), self.dockerfile.read_bytes()]
+        parts += [p.read_bytes() for p in self.locks]
+        parts += [name.encode() + b"\0" + data for name, data in sorted(self._app_files().items())]
+        parts += [BASE_RUNTIME.tag.encode(), BASE_BUILD.tag.encode()]
+        return _sha256(*parts)
+
+    @property
+    def tag(self) -> str:
+        return f"{REPOSITORY}/{self.provider}:{self.flavour}-{self.content_hash[:12]}"
+
+    @property
+    def key_versions(self) -> dict[str, str]:
+        pins = lock_versions(self.lock)
+        return {name: pins[name] for name in _direct_requirements(self.recipe) if name in pins}
+
+    def labels(self) -> dict[str, str]:
+        return engine.project_labels(
+            "image",
+            provider=self.provider,
+            flavour=self.flavour,
+            content_hash=self.content_hash,
+            lock_hash=self.lock_hash,
+            versions=",".join(f"{k}=={v}" for k, v in self.key_versions.items()),
+        )
+
+    # -- building ---------------------------------------------------------------------------
+    def wheelhouse(self) -> Path:
+        return wheelhouse_root() / f"{self.provider}-{self.flavour}"
+
+    def stage_wheelhouse(self, progress: Progress) -> Path:
+        """Download every locked file (hash-checked) on the host, where the index is reachable."""
+        target = self.wheelhouse()
+        stamp = target / f".staged-{self.lock_hash}"
+        if stamp.exists():
+            return target
+        target.mkdir(parents=True, exist_ok=True)
+        progress(f"staging wheels for {self.provider} ({self.flavour}) into {target}")
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+               "--require-hashes", "--no-deps", "--dest", str(target)]
+        for lock in self.locks:
+            cmd += ["-r", str(lock)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+        if proc.returncode != 0:
+            tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
+            raise ImageError(
+                f"Staging the wheels of {self.lock.relative_to(PROJECT_ROOT)} failed: {tail}",
+                "Check that the package index is reachable, or that the lock's hashes are right (`make lock`).",
+            )
+        stamp.touch()
+        return target
+
+    def write_context(self, wheels: Path, out: Path) -> None:
+        """The build context, as a tar: Dockerfile, locks, wheels/ and app/ (deterministic entries)."""
+
+        def add(tar: tarfile.TarFile, name: str, data: bytes | None = None, path: Path | None = None) -> None:
+            info = tarfile.TarInfo(name)
+            info.mode = 0o644
+            info.mtime = 0
+            if path is not None:
+                info.size = path.stat().st_size
+                with path.open("rb") as fh:
+                    tar.addfile(info, fh)
+            else:
+                assert data is not None
+                info.size = len(data)
+                import io
+
+                tar.addfile(info, io.BytesIO(data))
+
+        with tarfile.open(out, "w") as tar:
+            add(tar, "Dockerfile", self.dockerfile.read_bytes())
+            for lock in self.locks:
+                add(tar, lock.name, lock.read_bytes())
+            for wheel in sorted(wheels.iterdir()):
+                if wheel.is_file() and not wheel.name.startswith("."):
+                    add(tar, f"wheels/{wheel.name}", path=wheel)
+            for name, data in sorted(self._app_files().items()):
+                add(tar, name, data)
+
+    def build(self, progress: Progress) -> str:
+        if not self.dockerfile.exists():
+            raise ImageError(f"No image recipe for provider {self.provider}: {self.dockerfile} is missing.")
+        base = BASE_RUNTIME.ensure(progress)
+        base_build = BASE_BUILD.ensure(progress)
+        wheels = self.stage_wheelhouse(progress)
+        progress(f"building {self.tag}")
+        with tempfile.TemporaryDirectory(prefix="mf-context-") as tmp:
+            context = Path(tmp) / "context.tar"
+            self.write_context(wheels, context)
+            with context.open("rb") as fh:
+                engine.build_image(
+                    fh,
+                    self.tag,
+                    buildargs={"BASE": base, "BASE_BUILD": base_build},
+                    labels=self.labels(),
+                    on_line=progress,
+                )
+        return self.tag
+
+    def ensure(self, progress: Progress) -> str:
+        if engine.image_exists(self.tag):
+            return self.tag
+        return self.build(progress)
+
+
+def recipe_dir(provider: str) -> Path:
+    return IMAGES_DIR / provider
+
+
+def flavours(provider: str) -> list[str]:
+    recipe = recipe_dir(provider)
+    return sorted(
+        p.name.removeprefix("requirements.").removesuffix(".txt")
+        for p in recipe.glob("requirements.*.txt") if p.name != BUILD_LOCK
+    )
+
+
+def resolve_flavour(provider: str, requested: str | None = None, gpu_host: bool | None = None) -> str:
+    """The flavour to use: the one asked for, else cuda on a host whose engine has an NVIDIA runtime, else cpu."""
+    available = flavours(provider)
+    if not available:
+        raise ImageError(
+            f"No image recipe for provider {provider}: {recipe_dir(provider)} has no requirements.<flavour>.txt lock.",
+            "Add the provider's images/<name>/ recipe, or pick another provider (`mf providers`).",
+        )
+    if requested:
+        if requested not in available:
+            raise ImageError(f"Provider {provider} has no {requested!r} flavour. Flavours: {available}")
+        return requested
+    if gpu_host is None:
+        gpu_host = engine.has_nvidia_runtime()
+    for choice in (["cuda", "cpu"] if gpu_host else ["cpu"]):
+        if choice in available:
+            return choice
+    raise ImageError(
+        f"Provider {provider} has only the {available} flavour(s), which need an NVIDIA GPU; this engine has none.",
+        "Run on a GPU host with the NVIDIA container runtime.",
+    )
+
+
+def image_spec(provider: str, flavour: str | None = None, gpu_host: bool | None = None) -> ImageSpec:
+    chosen = resolve_flavour(provider, flavour, gpu_host)
+    return ImageSpec(provider, chosen, recipe_dir(provider))
+
+
+def label(name: str) -> str:
+    return f"{LABEL_PREFIX}.{name}"

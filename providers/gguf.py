@@ -1,0 +1,207 @@
+"""The GGUF provider: quantized llama.cpp models, read with ``gguf`` and run with llama-cpp-python."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from .base import BaseProvider
+from .errors import ConfigurationError, ModelAccessError, ProviderError
+from .hub import hub_file, parse_hub_reference
+from .log import logger
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_MODEL_CLASSES = ("AutoModelForCausalLM",)
+
+
+class GGUFTokenizer:
+    """Encodes and decodes with a GGUF model's own vocabulary (llama.cpp, vocabulary only)."""
+
+    def __init__(self, vocab: Any) -> None:
+        self._vocab = vocab
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self._vocab.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=True))
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(self._vocab.detokenize(list(ids))).decode("utf-8", errors="replace")
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._vocab.n_vocab())
+
+
+class GGUFProvider(BaseProvider):
+    name = "gguf"
+    actions = ("validate", "load")
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.n_ctx = int(self.config.get("n_ctx", 2048))
+        self.n_threads = self.config.get("n_threads")
+        self.seed = int(self.config.get("seed", 0))
+
+    # -- where the file is ------------------------------------------------------------------
+    def resolve_path(self, model_id: str) -> Path:
+        path = Path(model_id)
+        if path.exists():
+            if path.is_dir():
+                files = sorted(path.glob("*.gguf"))
+                if len(files) != 1:
+                    raise ModelAccessError(
+                        f"{model_id} is a folder with {len(files)} .gguf files; the gguf provider needs one file.",
+                        "Pass the .gguf file itself with --model.",
+                    )
+                return files[0]
+            return path
+        ref = parse_hub_reference(model_id)
+        if ref is not None:
+            return Path(hub_file(ref))
+        raise ModelAccessError(
+            f"Model file not found: {model_id}",
+            "Check the path, or pass a hub reference such as org/repo:model.Q4_K_M.gguf.",
+        )
+
+    def _check_model_class(self, model_class: str) -> None:
+        if model_class not in SUPPORTED_MODEL_CLASSES:
+            raise ProviderError(
+                f"The gguf provider does not support model_class {model_class!r}. "
+                f"Supported: {list(SUPPORTED_MODEL_CLASSES)}",
+                "Use --model-class AutoModelForCausalLM, or another provider.",
+            )
+
+    def _read(self, path: Path) -> Any:
+        """Parse the header, metadata and tensor index; ModelAccessError for anything not a whole GGUF."""
+        try:
+            with path.open("rb") as fh:
+                magic = fh.read(4)
+        except OSError as exc:
+            raise ModelAccessError(f"Cannot read {path}: {exc.strerror}.", "Check the file's permissions.") from None
+        if magic != GGUF_MAGIC:
+            raise ModelAccessError(
+                f"{path.name} is not a GGUF file (it starts with {magic!r}, not b'GGUF').",
+                "Pass a .gguf model file, or use --provider huggingface for other formats.",
+            )
+        from gguf import GGUFReader
+
+        try:
+            reader = GGUFReader(path)
+        except Exception as exc:  # the reader raises ValueError, IndexError, ... on broken files
+            raise ModelAccessError(
+                f"{path.name} is truncated or corrupt: {type(exc).__name__}: {exc}",
+                "Download the file again.",
+            ) from None
+        size = path.stat().st_size
+        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+        if end > size:
+            raise ModelAccessError(
+                f"{path.name} is truncated: its tensors need {end} bytes, the file has {size}.",
+                "Download the file again.",
+            )
+        return reader
+
+    # -- the protocol -----------------------------------------------------------------------
+    def validate_model_access(self, model_id: str, model_class: str) -> bool:
+        self._check_model_class(model_class)
+        self._read(self.resolve_path(model_id))
+        return True
+
+    def describe_model(self, model_id: str, model_class: str) -> dict[str, Any]:
+        from gguf import LlamaFileType
+
+        path = self.resolve_path(model_id)
+        reader = self._read(path)
+
+        def field(key: str) -> Any:
+            f = reader.get_field(key)
+            return None if f is None else f.contents()
+
+        arch = field("general.architecture")
+        file_type = field("general.file_type")
+        try:
+            quantization = LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_") if file_type is not None else None
+        except ValueError:
+            quantization = f"file_type {file_type}"
+        tokens = reader.get_field("tokenizer.ggml.tokens")
+        return {
+            "path": str(path),
+            "name": field("general.name"),
+            "architecture": arch,
+            "parameters": sum(int(t.n_elements) for t in reader.tensors),
+            "tensors": len(reader.tensors),
+            "quantization": quantization,
+            "context_length": field(f"{arch}.context_length") if arch else None,
+            "vocab_size": len(tokens.data) if tokens is not None else None,
+            "file_size": path.stat().st_size,
+            "gguf_version": field("GGUF.version"),
+            "has_chat_template": reader.get_field("tokenizer.chat_template") is not None,
+        }
+
+    def load_model(
+        self,
+        model_id: str,
+        model_class: str,
+        quantization_config: Any = None,
+        device_map: str = "auto",
+        **kwargs: Any,
+    ) -> Any:
+        self._check_model_class(model_class)
+        if quantization_config:
+            raise ConfigurationError(
+                "GGUF models are already quantized; quantization_config does not apply.",
+                "Remove quantization_config, or pick a differently quantized .gguf file.",
+            )
+        path = self.resolve_path(model_id)
+        import llama_cpp
+
+        gpu = device_map != "cpu" and bool(llama_cpp.llama_supports_gpu_offload())
+        logger.info("loading %s with llama.cpp on the %s", path.name, "GPU" if gpu else "CPU")
+        try:
+            model = llama_cpp.Llama(
+                model_path=str(path),
+                n_gpu_layers=-1 if gpu else 0,
+                n_ctx=int(kwargs.get("n_ctx", self.n_ctx)),
+                n_threads=kwargs.get("n_threads", self.n_threads),
+                seed=self.seed,
+                verbose=False,
+            )
+        except ValueError as exc:
+            raise ModelAccessError(f"llama.cpp could not load {path.name}: {exc}", "Check the file.") from None
+        model._mf_device = "cuda" if gpu else "cpu"
+        return model
+
+    def load_tokenizer(self, model_id: str, **kwargs: Any) -> GGUFTokenizer:
+        import llama_cpp
+
+        path = self.resolve_path(model_id)
+        vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        return GGUFTokenizer(vocab)
+
+    # -- hooks ------------------------------------------------------------------------------
+    def device_of(self, model: Any) -> str:
+        return str(getattr(model, "_mf_device", "cpu"))
+
+    def generate(self, model: Any, tokenizer: Any, prompt: str, *, max_new_tokens: int,
+                 temperature: float) -> dict[str, Any]:
+        prompt_tokens = tokenizer.encode(prompt)
+        started = time.perf_counter()
+        out = model.create_completion(
+            prompt,
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=1 if temperature == 0 else 40,
+            seed=self.seed,
+        )
+        seconds = time.perf_counter() - started
+        new_tokens = int(out["usage"]["completion_tokens"])
+        return {
+            "text": out["choices"][0]["text"],
+            "prompt_tokens": len(prompt_tokens),
+            "new_tokens": new_tokens,
+            "finish_reason": out["choices"][0].get("finish_reason"),
+            "seconds": round(seconds, 4),
+            "tokens_per_second": round(new_tokens / seconds, 2) if seconds > 0 else None,
+            "threads": os.cpu_count(),
+        }

@@ -1,0 +1,100 @@
+"""The entrypoint of every provider image: ``python -m providers.runtime [SPEC]``.
+
+Reads the job spec, runs the action with the registered provider, and speaks the contract
+on stdout. Anything else that writes to stdout (a library's print, a C extension) is moved to
+stderr first, so the event stream stays clean.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .contract import JOB_SPEC_PATH, JobSpec
+from .errors import InterruptedJobError, ModelForgeError
+from .events import EventLogHandler, EventWriter
+from .log import logger
+
+DEBUG_ENV = "MF_DEBUG"
+
+
+def _private_stdout() -> Any:
+    """Keep the real stdout for events and point file descriptor 1 at stderr."""
+    sys.stdout.flush()
+    events_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    return os.fdopen(events_fd, "w", buffering=1, encoding="utf-8")
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _write_result_file(output_dir: str, payload: dict[str, Any]) -> None:
+    """Write result.json atomically: a half-written file is never left under the final name."""
+    target = Path(output_dir) / "result.json"
+    tmp = target.with_name(f".result.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def run_job(job: JobSpec, events: EventWriter) -> dict[str, Any]:
+    from .actions import run_action
+    from .provider_factory import create_provider
+
+    provider = create_provider(job.provider, job.provider_config)
+    return run_action(provider, job, events)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    spec_path = Path(args[0]) if args else Path(str(JOB_SPEC_PATH))
+    events = EventWriter(_private_stdout())
+    logger.addHandler(EventLogHandler(events))
+    logger.setLevel(logging.INFO)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    provider_name, action = "?", "?"
+    try:
+        try:
+            text = spec_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            from .errors import ConfigurationError
+
+            raise ConfigurationError(f"Cannot read the job spec {spec_path}: {exc.strerror}.") from None
+        job = JobSpec.from_json(text)
+        provider_name, action = job.provider, job.action
+        data = run_job(job, events)
+        payload = {"provider": job.provider, "action": job.action, **data}
+        if job.output_dir:
+            _write_result_file(job.output_dir, {"event": "result", **payload})
+        events.result(job.provider, job.action, data)
+        return 0
+    except ModelForgeError as exc:
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        events.error(exc.kind, exc.message, exc.hint)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err = InterruptedJobError(f"The {action} job of provider {provider_name} was interrupted.")
+        events.error(err.kind, err.message, err.hint)
+        return err.exit_code
+    except Exception as exc:  # an unexpected failure still ends the stream with an error event
+        traceback.print_exc()
+        events.error(
+            "internal",
+            f"{provider_name} {action} failed: {type(exc).__name__}: {exc}",
+            f"This is a bug; the container's stderr has the traceback (set {DEBUG_ENV}=1 to see it).",
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
