@@ -10,6 +10,7 @@ locks, the provider package and the base images, so any change to what is inside
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import subprocess
@@ -90,7 +91,11 @@ BASE_BUILD = BaseImage("build")
 def lock_versions(lock: Path) -> dict[str, str]:
     """``name -> version`` for every pin in a hash-locked requirements file."""
     pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", lock.read_text(), flags=re.M)
-    return {name.lower(): version for name, version in pins}
+    return {_normalize(name): version for name, version in pins}
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _direct_requirements(recipe: Path) -> list[str]:
@@ -101,7 +106,7 @@ def _direct_requirements(recipe: Path) -> list[str]:
     for line in src.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line and not line.startswith("-"):
-            names.append(re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].lower())
+            names.append(_normalize(re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0]))
     return names
 
 
@@ -221,11 +226,8 @@ class ImageSpec:
                 with path.open("rb") as fh:
                     tar.addfile(info, fh)
             else:
-                assert data is not None
-                info.size = len(data)
-                import io
-
-                tar.addfile(info, io.BytesIO(data))
+                info.size = len(data or b"")
+                tar.addfile(info, io.BytesIO(data or b""))
 
         with tarfile.open(out, "w") as tar:
             add(tar, "Dockerfile", self.dockerfile.read_bytes())
@@ -239,7 +241,7 @@ class ImageSpec:
 
     def build(self, progress: Progress) -> str:
         if not self.dockerfile.exists():
-            raise ImageError(f"No image recipe for provider {self.provider}: {self.dockerfile} is missing.")
+            raise ImageError(f"Provider {self.provider} has no image recipe: images/{self.provider}/Dockerfile is missing.")
         base = BASE_RUNTIME.ensure(progress)
         base_build = BASE_BUILD.ensure(progress)
         wheels = self.stage_wheelhouse(progress)
@@ -280,7 +282,7 @@ def resolve_flavour(provider: str, requested: str | None = None, gpu_host: bool 
     available = flavours(provider)
     if not available:
         raise ImageError(
-            f"No image recipe for provider {provider}: {recipe_dir(provider)} has no requirements.<flavour>.txt lock.",
+            f"Provider {provider} has no image recipe yet (images/{provider}/ has no requirements.<flavour>.txt)",
             "Add the provider's images/<name>/ recipe, or pick another provider (`mf providers`).",
         )
     if requested:

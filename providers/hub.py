@@ -11,6 +11,9 @@ from .errors import GatedModelError, ModelAccessError
 _HUB_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?::(?P<file>[^:\s][^:]*))?(?:@(?P<rev>[\w./-]+))?$")
 
 
+MODEL_FILE_SUFFIXES = (".gguf", ".safetensors", ".bin", ".json", ".pt", ".pth")
+
+
 @dataclass(frozen=True)
 class HubReference:
     repo_id: str
@@ -26,6 +29,8 @@ def parse_hub_reference(text: str) -> HubReference | None:
     """``org/repo``, ``org/repo:file.gguf`` or either with ``@revision``; None when ``text`` is not one."""
     if text.startswith((".", "/", "~")):
         return None
+    if ":" not in text and text.lower().endswith(MODEL_FILE_SUFFIXES):
+        return None  # `models/x.gguf` is a (missing) local file, not a repository
     match = _HUB_REF.match(text)
     if not match:
         return None

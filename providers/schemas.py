@@ -1,7 +1,15 @@
-"""Validation schemas shared by the CLI and the images: the providers a job may name."""
+"""Validation schemas shared by the CLI and the images: the providers a job may name, and the
+job config file a user passes with ``mf run --config``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigurationError
 from .provider_factory import available_providers
 
 
@@ -12,3 +20,40 @@ def valid_providers() -> list[str]:
 
 #: The providers registered when this module was imported.
 VALID_PROVIDERS: list[str] = valid_providers()
+
+
+class JobConfig(BaseModel):
+    """A user's job config file (JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str | None = None
+    provider_config: dict[str, Any] = Field(default_factory=dict)
+    model_class: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("provider")
+    @classmethod
+    def _registered(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() not in valid_providers():
+            raise ValueError(f"unknown provider {value!r}; available: {valid_providers()}")
+        return value.lower() if value else value
+
+
+def load_job_config(path: Path) -> JobConfig:
+    """Read and validate a job config; ConfigurationError names the file and the bad field."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"Config file not found: {path}", "Check the --config path.") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
+            "Fix the JSON and run again.",
+        ) from None
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ConfigurationError(f"{path}: {where}: {first['msg']}", "Fix that field and run again.") from None

@@ -1,0 +1,49 @@
+"""`mf`: the ModelForge command line. Errors become one line here, and only here."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from providers.errors import ModelForgeError
+
+from .commands.images_cmd import images_group
+from .commands.providers_cmd import providers_command
+from .commands.run_cmd import run_command
+from .render import JsonRenderer, RichRenderer
+
+DEBUG_ENV = "MF_DEBUG"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="modelforge")
+def cli() -> None:
+    """Load, validate and fine-tune language models, each provider in its own container image."""
+
+
+cli.add_command(run_command)
+cli.add_command(providers_command)
+cli.add_command(images_group)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except ModelForgeError as exc:
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        renderer = JsonRenderer() if "--json" in sys.argv[1:] else RichRenderer()
+        renderer.on_error(exc)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)

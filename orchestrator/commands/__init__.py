@@ -1,0 +1,1 @@
+"""One module per `mf` command group; shared options live in ``options``."""

@@ -1,0 +1,63 @@
+"""`mf run --provider NAME ACTION --model M`: one job in the provider's image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from providers.contract import ACTIONS
+from providers.schemas import load_job_config
+
+from ..jobs import JobRequest, run_job
+from .options import flavour_option, json_option, renderer_for
+
+
+@click.command("run")
+@click.option("--provider", "-p", required=True, help="Provider name (see `mf providers`).")
+@click.argument("action", type=click.Choice(ACTIONS))
+@click.option("--model", "-m", required=True, help="A model file or folder, or a hub reference org/repo:file.")
+@click.option("--model-class", default=None, help="Model class, e.g. AutoModelForCausalLM.")
+@click.option("--prompt", default=None, help="With load: generate a completion of this prompt.")
+@click.option("--max-new-tokens", type=click.IntRange(1, 8192), default=32, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0, 5), default=0.0, show_default=True,
+              help="Sampling temperature; 0 is greedy.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A JSON job config: provider_config, model_class, options.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder the job writes its results to.")
+@click.option("--online", is_flag=True, help="Give the container network access (hub downloads; HF_TOKEN).")
+@click.option("--gpus", default=None, metavar="all|N|device=0,1",
+              help="GPUs to pass. Default: all when the engine has an NVIDIA runtime.")
+@flavour_option
+@json_option
+def run_command(provider: str, action: str, model: str, model_class: str | None, prompt: str | None,
+                max_new_tokens: int, temperature: float, config_file: Path | None, output: Path | None,
+                online: bool, gpus: str | None, flavour: str | None, as_json: bool) -> None:
+    """Run ACTION (validate, load or train) with a provider, inside its container image.
+
+    \b
+    mf run --provider gguf validate --model ./models/SmolLM2-135M-Instruct.Q4_1.gguf
+    mf run --provider gguf load --model ./models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt "The capital of France is"
+    """
+    config = load_job_config(config_file) if config_file else None
+    extra: dict[str, Any] = {}
+    if config is not None:
+        extra["provider_config"] = config.provider_config
+    request = JobRequest(
+        provider=provider,
+        action=action,
+        model=model,
+        model_class=model_class or (config.model_class if config else None) or "AutoModelForCausalLM",
+        prompt=prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        online=online,
+        output=output,
+        flavour=flavour,
+        gpus=gpus,
+        **extra,
+    )
+    renderer = renderer_for(as_json)
+    run_job(request, on_event=renderer.on_event, on_build=renderer.on_build)

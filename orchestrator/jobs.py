@@ -1,0 +1,288 @@
+"""Running one job in its provider's image: resolve, mount, start, stream events, clean up."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from providers.actions import check_action_supported
+from providers.contract import (
+    HF_HOME,
+    JOB_DIR,
+    JOB_SPEC_PATH,
+    MODEL_DIR,
+    OUTPUT_DIR,
+    ErrorEvent,
+    JobSpec,
+    ResultEvent,
+    decode_event,
+    event_payload,
+)
+from providers.errors import (
+    ConfigurationError,
+    ContainerError,
+    InterruptedJobError,
+    ModelAccessError,
+    OutOfMemoryError,
+    ProviderError,
+    error_from_kind,
+)
+from providers.hub import parse_hub_reference
+from providers.provider_factory import get_provider_class
+
+from . import engine, images
+
+#: Who a job runs as when `mf` itself runs as root: the images' unprivileged `mf` user.
+UNPRIVILEGED_UID = 1000
+STOP_GRACE_SECONDS = 10
+PIDS_LIMIT = 1024
+
+EventSink = Callable[[Any], None]
+
+
+@dataclass
+class JobRequest:
+    """What the user asked for, in host terms."""
+
+    provider: str
+    action: str
+    model: str
+    model_class: str = "AutoModelForCausalLM"
+    prompt: str | None = None
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    online: bool = False
+    output: Path | None = None
+    provider_config: dict[str, Any] = field(default_factory=dict)
+    flavour: str | None = None
+    gpus: str | None = None
+
+
+@dataclass
+class Mounts:
+    model: str
+    mounts: list[Any] = field(default_factory=list)
+
+
+def hf_cache_dir() -> Path:
+    """The host's Hugging Face cache: $HF_HOME, else ~/.cache/huggingface."""
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "huggingface"
+
+
+def _bind(source: Path, target: str, read_only: bool) -> Any:
+    from docker.types import Mount
+
+    return Mount(target=target, source=str(source), type="bind", read_only=read_only)
+
+
+def resolve_model(model: str) -> tuple[str, Any | None]:
+    """The model as the container sees it, and the mount that makes it visible (None for a hub ref)."""
+    path = Path(model).expanduser()
+    if path.exists():
+        real = path.resolve()  # a symlink is followed: the real file is mounted, read-only
+        if not os.access(real, os.R_OK):
+            raise ModelAccessError(f"Cannot read {model}: permission denied.", "Check the file's permissions.")
+        target = f"{MODEL_DIR}/{real.name}"
+        return target, _bind(real, target, read_only=True)
+    if parse_hub_reference(model) is not None:
+        return model, None
+    raise ModelAccessError(
+        f"Model not found: {model}",
+        "Check the path, or pass a hub reference such as org/repo:model.gguf.",
+    )
+
+
+def _job_user() -> tuple[int, int]:
+    uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        return UNPRIVILEGED_UID, UNPRIVILEGED_UID
+    return uid, gid
+
+
+def _prepare_output(output: Path, uid: int, gid: int) -> Path:
+    output = output.expanduser().absolute()
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"Cannot create the output folder {output}: {exc.strerror}.",
+                                 "Pick a folder you can write to with --output.") from None
+    if not os.access(output, os.W_OK):
+        raise ConfigurationError(f"The output folder {output} is not writable.",
+                                 "Pick a folder you can write to with --output.")
+    if os.getuid() == 0:
+        os.chown(output, uid, gid)  # the unprivileged job user writes here; handed back afterwards
+    return output
+
+
+def _hand_back(output: Path) -> None:
+    """After a job run for root: give root back the output folder and what the job wrote in it."""
+    if os.getuid() != 0:
+        return
+    for path in [output, *output.rglob("*")]:
+        with contextlib.suppress(OSError):
+            os.lchown(path, 0, 0)
+
+
+def _iter_lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line.decode("utf-8", errors="replace")
+    if pending.strip():
+        yield pending.decode("utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress) -> dict[str, Any]:
+    """Run ``request`` in its provider's image; return the result payload or raise the job's error."""
+    provider_cls = get_provider_class(request.provider)
+    provider_name = request.provider.strip().lower()
+    check_action_supported(provider_name, provider_cls, request.action)
+
+    gpu_host = engine.has_nvidia_runtime()
+    if getattr(provider_cls, "requires_gpu", False) and request.action in ("load", "train") and not gpu_host:
+        raise ProviderError(
+            f"The {provider_name} provider needs an NVIDIA GPU for {request.action}; this Docker engine has no NVIDIA runtime.",
+            "Run on a GPU host with the NVIDIA container toolkit, or use --provider huggingface.",
+        )
+
+    model_in_container, model_mount = resolve_model(request.model)
+    spec = images.image_spec(provider_name, request.flavour, gpu_host)
+    image = spec.ensure(on_build)
+
+    uid, gid = _job_user()
+    mounts = [model_mount] if model_mount is not None else []
+    hf_home = hf_cache_dir()
+    hf_home.mkdir(parents=True, exist_ok=True)
+    mounts.append(_bind(hf_home, str(HF_HOME), read_only=not request.online))
+    output = _prepare_output(request.output, uid, gid) if request.output is not None else None
+    if output is not None:
+        mounts.append(_bind(output, str(OUTPUT_DIR), read_only=False))
+
+    job = JobSpec(
+        provider=provider_name,
+        action=request.action,  # type: ignore[arg-type]
+        model=model_in_container,
+        model_class=request.model_class,
+        provider_config=request.provider_config,
+        prompt=request.prompt,
+        max_new_tokens=request.max_new_tokens,
+        temperature=request.temperature,
+        online=request.online,
+        output_dir=str(OUTPUT_DIR) if output is not None else None,
+        device_map="auto" if gpu_host else "cpu",
+    )
+    environment = {
+        "HOME": "/tmp",
+        "HF_HOME": str(HF_HOME),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+    if not request.online:
+        environment["HF_HUB_OFFLINE"] = "1"
+    elif os.environ.get("HF_TOKEN"):
+        environment["HF_TOKEN"] = os.environ["HF_TOKEN"]
+    if os.environ.get("MF_DEBUG"):
+        environment["MF_DEBUG"] = "1"
+
+    gpus = request.gpus if request.gpus is not None else ("all" if gpu_host else None)
+    job_dir = Path(tempfile.mkdtemp(prefix="mf-job-"))
+    try:
+        os.chmod(job_dir, 0o755)
+        spec_file = job_dir / "spec.json"
+        spec_file.write_text(job.to_json(), encoding="utf-8")
+        os.chmod(spec_file, 0o644)
+        mounts.append(_bind(job_dir, str(JOB_DIR), read_only=True))
+        with engine.job_container(
+            image,
+            command=[str(JOB_SPEC_PATH)],
+            user=f"{uid}:{gid}",
+            environment=environment,
+            mounts=mounts,
+            network_mode="bridge" if request.online else "none",
+            init=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            tmpfs={"/tmp": "rw,nosuid,nodev,size=2g"},
+            pids_limit=PIDS_LIMIT,
+            shm_size="1g",
+            device_requests=engine.gpu_device_requests(gpus),
+            labels=engine.project_labels("job", provider=provider_name, action=request.action,
+                                         owner_pid=str(os.getpid())),
+        ) as container:
+            return _follow(container, image, on_event)
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        if output is not None:
+            _hand_back(output)
+
+
+def _follow(container: Any, image: str, on_event: EventSink) -> dict[str, Any]:
+    result: dict[str, Any] | None = None
+    error: ErrorEvent | None = None
+    with _sigterm_as_interrupt():
+        try:
+            container.start()
+            for line in _iter_lines(container.logs(stdout=True, stderr=False, stream=True, follow=True)):
+                try:
+                    event = decode_event(line)
+                except ValueError:
+                    continue  # not ours: the entrypoint keeps stdout for events, so this is rare noise
+                on_event(event)
+                if isinstance(event, ResultEvent):
+                    result = event_payload(event)
+                elif isinstance(event, ErrorEvent):
+                    error = event
+            status = container.wait()
+        except KeyboardInterrupt:
+            with contextlib.suppress(Exception):
+                container.stop(timeout=STOP_GRACE_SECONDS)
+            raise InterruptedJobError("Stopped: the job was interrupted and its container removed.",
+                                      "Run the command again to start over.") from None
+    exit_code = int(status.get("StatusCode", -1))
+    container.reload()
+    oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+    if error is not None and not oom:
+        raise error_from_kind(error.kind, error.message, error.hint)
+    if exit_code == 0 and result is not None:
+        return result
+    stderr_tail = container.logs(stdout=False, stderr=True, tail=15).decode("utf-8", errors="replace").strip()
+    if oom or exit_code == 137:
+        raise OutOfMemoryError(
+            "The job ran out of memory and was killed." if oom
+            else "The job was killed (exit 137), most likely for lack of memory.",
+            exit_status=exit_code, image=image, stderr_tail=stderr_tail,
+        )
+    last = stderr_tail.splitlines()[-1] if stderr_tail else "no output"
+    raise ContainerError(
+        f"The job container exited with {exit_code} without a result: {last[:200]}",
+        "Rerun with MF_DEBUG=1 to see the container's output.",
+        exit_status=exit_code, image=image, stderr_tail=stderr_tail,
+    )

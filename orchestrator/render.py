@@ -1,0 +1,78 @@
+"""How `mf` shows a job: rich on a terminal, JSON lines with --json (stdout holds only events)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from providers.contract import ErrorEvent, LogEvent, MetricEvent, ProgressEvent, ResultEvent, StageEvent, event_payload
+from providers.errors import ModelForgeError
+
+stderr_console = Console(stderr=True, highlight=False)
+stdout_console = Console(highlight=False)
+
+
+def format_error(exc: ModelForgeError) -> str:
+    """One line: what went wrong, then what to do next."""
+    message = exc.message.strip().rstrip(".")
+    return f"Error: {message}." + (f" {exc.hint.strip()}" if exc.hint else "")
+
+
+class JsonRenderer:
+    """Every event as one JSON line on stdout; build output on stderr."""
+
+    def on_event(self, event: Any) -> None:
+        print(json.dumps(event_payload(event), ensure_ascii=False), flush=True)
+
+    def on_build(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    def on_error(self, exc: ModelForgeError) -> None:
+        payload = event_payload(ErrorEvent(kind=exc.kind, message=exc.message, hint=exc.hint))
+        print(json.dumps(payload, ensure_ascii=False), flush=True)
+
+
+class RichRenderer:
+    """Stages and progress on stderr; the result as a table on stdout."""
+
+    def __init__(self) -> None:
+        self.quiet = not stderr_console.is_terminal
+
+    def on_event(self, event: Any) -> None:
+        if isinstance(event, StageEvent):
+            stderr_console.print(f"[bold cyan]▸ {event.name}[/] {event.message}")
+        elif isinstance(event, ProgressEvent):
+            total = f"/{event.total:g}" if event.total else ""
+            stderr_console.print(f"  {event.current:g}{total} {event.unit} {event.message}".rstrip())
+        elif isinstance(event, MetricEvent):
+            step = f" (step {event.step})" if event.step is not None else ""
+            stderr_console.print(f"  [dim]{event.name} = {event.value:.4g}{step}[/]")
+        elif isinstance(event, LogEvent):
+            if not self.quiet or event.level in ("warning", "error"):
+                stderr_console.print(f"  [dim]{event.level}: {event.message}[/]")
+        elif isinstance(event, ResultEvent):
+            self.show_result(event_payload(event))
+
+    def on_build(self, line: str) -> None:
+        if line.startswith("Step ") or not line.startswith(" "):
+            stderr_console.print(f"[dim]build[/] {line}")
+
+    def on_error(self, exc: ModelForgeError) -> None:
+        stderr_console.print(f"[bold red]{format_error(exc)}[/]", soft_wrap=True)
+
+    @staticmethod
+    def show_result(payload: dict[str, Any]) -> None:
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        for key, value in payload.items():
+            if key in ("event", "v"):
+                continue
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
+                value = f"{value:,}"
+            table.add_row(key, str(value))
+        stdout_console.print(table)
