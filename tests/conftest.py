@@ -1,0 +1,53 @@
+"""Shared fixtures: keep the developer's plugins, HF token and caches out of every test."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    monkeypatch.setenv("MODELFORGE_LOAD_PLUGINS", "")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.delenv("MF_DEBUG", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> Path:
+    if not DEMO_MODEL.exists():
+        pytest.fail(f"{DEMO_MODEL} is missing: run `make model`")
+    return DEMO_MODEL
+
+
+@pytest.fixture
+def truncated_gguf(demo_model: Path, tmp_path: Path) -> Path:
+    """The first 5 MB of the real model: a valid header whose tensor data is cut off."""
+    path = tmp_path / "truncated.gguf"
+    with demo_model.open("rb") as src:
+        path.write_bytes(src.read(5_000_000))
+    return path
+
+
+@pytest.fixture
+def text_named_gguf(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.gguf"
+    path.write_text("these are notes, not a model\n")
+    return path
+
+
+@pytest.fixture
+def model_copy_with_spaces(demo_model: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "my models"
+    folder.mkdir()
+    target = folder / "small model.gguf"
+    shutil.copyfile(demo_model, target)
+    return target
