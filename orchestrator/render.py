@@ -58,8 +58,9 @@ class RichRenderer:
             self.show_result(event_payload(event))
 
     def on_build(self, line: str) -> None:
-        if line.startswith("Step ") or not line.startswith(" "):
-            stderr_console.print(f"[dim]build[/] {line}")
+        # The builder's chatter (intermediate containers, layer ids, pip's lines) stays out.
+        if line.startswith("Step ") or line.startswith(("building", "staging", "Successfully tagged")):
+            stderr_console.print(f"[dim]build[/] {line[:160]}", soft_wrap=True)
 
     def on_error(self, exc: ModelForgeError) -> None:
         stderr_console.print(f"[bold red]{format_error(exc)}[/]", soft_wrap=True)

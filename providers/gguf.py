@@ -203,5 +203,5 @@ class GGUFProvider(BaseProvider):
             "finish_reason": out["choices"][0].get("finish_reason"),
             "seconds": round(seconds, 4),
             "tokens_per_second": round(new_tokens / seconds, 2) if seconds > 0 else None,
-            "threads": os.cpu_count(),
+            "threads": getattr(model, "n_threads", None),
         }

@@ -1,0 +1,229 @@
+"""`mf run --provider gguf` end to end: the real image, the real SmolLM2 model, real containers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import images
+from providers.contract import EXIT_CODES
+
+from .conftest import job_containers, mf
+
+PROMPT = "The capital of France is"
+
+
+def test_validate_reports_the_models_facts(gguf_image: str, demo_model: Path) -> None:
+    res = mf("run", "--provider", "gguf", "validate", "--model", str(demo_model), "--json")
+    assert res.code == 0, res.stderr
+    assert [e["event"] for e in res.events][-1] == "result"
+    result = res.last
+    assert result["provider"] == "gguf" and result["action"] == "validate"
+    assert result["architecture"] == "llama"
+    assert result["parameters"] == 134_515_008
+    assert result["quantization"] == "Q4_1"
+    assert result["context_length"] == 8192
+    assert result["vocab_size"] == 49152
+    assert result["file_size"] == 98_362_432
+
+
+def test_load_with_a_prompt_answers_paris(gguf_image: str, demo_model: Path) -> None:
+    res = mf("run", "--provider", "gguf", "load", "--model", str(demo_model), "--prompt", PROMPT,
+             "--max-new-tokens", "8", "--json")
+    assert res.code == 0, res.stderr
+    result = res.last
+    assert "Paris" in result["text"]
+    assert result["device"] == "cpu"
+    assert 0 < result["new_tokens"] <= 8
+    assert result["tokens_per_second"] > 0 and result["load_seconds"] > 0
+    stages = [e["name"] for e in res.events if e["event"] == "stage"]
+    assert stages == ["load", "generate"]
+
+
+def test_human_output_is_a_table_on_stdout(gguf_image: str, demo_model: Path) -> None:
+    res = mf("run", "--provider", "gguf", "validate", "--model", str(demo_model))
+    assert res.code == 0, res.stderr
+    assert "134,515,008" in res.stdout and "llama" in res.stdout
+    assert "▸ validate" in res.stderr
+
+
+def test_the_tokenizer_uses_the_models_vocabulary(gguf_image: str, demo_model: Path, docker_client: Any) -> None:
+    code = (
+        "from providers.gguf import GGUFProvider\n"
+        "tok = GGUFProvider().load_tokenizer('/models/m.gguf')\n"
+        f"ids = tok.encode({PROMPT!r}, add_special_tokens=False)\n"
+        "print(tok.vocab_size, len(ids), repr(tok.decode(ids)))\n"
+    )
+    out = docker_client.containers.run(
+        gguf_image, entrypoint=["python", "-c", code], network_mode="none", remove=True,
+        volumes={str(demo_model): {"bind": "/models/m.gguf", "mode": "ro"}},
+    ).decode()
+    vocab, n_ids, text = out.strip().split(" ", 2)
+    assert int(vocab) == 49152
+    assert 3 <= int(n_ids) <= 8
+    assert text == repr(PROMPT)
+
+
+def test_output_folder_gets_a_result_owned_by_the_invoking_user(gguf_image: str, demo_model: Path,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "run-1"
+    res = mf("run", "--provider", "gguf", "validate", "--model", str(demo_model), "--output", str(out), "--json")
+    assert res.code == 0, res.stderr
+    result_file = out / "result.json"
+    assert result_file.is_file()
+    assert '"parameters": 134515008' in result_file.read_text()
+    assert (result_file.stat().st_uid, out.stat().st_uid) == (os.getuid(), os.getuid())
+    assert [p.name for p in out.iterdir()] == ["result.json"]
+
+
+def test_a_truncated_model_fails_with_one_line_and_leaves_nothing(gguf_image: str, truncated_gguf: Path,
+                                                                  tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = mf("run", "--provider", "gguf", "validate", "--model", str(truncated_gguf), "--output", str(out))
+    assert res.code == EXIT_CODES["model_access"]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: truncated.gguf is truncated"), res.stderr
+    assert "Traceback" not in res.stderr and res.stdout == ""
+    assert list(out.iterdir()) == []
+
+
+def test_a_text_file_named_gguf_fails_as_json(gguf_image: str, text_named_gguf: Path) -> None:
+    res = mf("run", "--provider", "gguf", "validate", "--model", str(text_named_gguf), "--json")
+    assert res.code == EXIT_CODES["model_access"]
+    assert res.last["event"] == "error" and res.last["kind"] == "model_access"
+    assert "not a GGUF file" in res.last["message"]
+
+
+def test_paths_with_spaces_and_symlinks_work(gguf_image: str, model_copy_with_spaces: Path, tmp_path: Path) -> None:
+    link = tmp_path / "link.gguf"
+    link.symlink_to(model_copy_with_spaces)
+    for model in (model_copy_with_spaces, link):
+        res = mf("run", "--provider", "gguf", "validate", "--model", str(model), "--json")
+        assert res.code == 0, res.stderr
+        assert res.last["parameters"] == 134_515_008
+
+
+def test_an_uncached_hub_reference_offline_says_to_add_online(gguf_image: str) -> None:
+    res = mf("run", "--provider", "gguf", "validate", "--model", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:m.gguf")
+    assert res.code == EXIT_CODES["model_access"]
+    assert "not in the HF cache and this run is offline" in res.stderr
+    assert "--online" in res.stderr
+
+
+def test_a_cached_hub_reference_resolves_offline(gguf_image: str, demo_model: Path) -> None:
+    """A file laid out the way huggingface_hub caches it is found with no network."""
+    hf_home = Path(os.environ["HF_HOME"])
+    repo = hf_home / "hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct-GGUF"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    shutil.copyfile(demo_model, snapshot / "smollm2.gguf")
+    res = mf("run", "--provider", "gguf", "validate", "--model", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:smollm2.gguf",
+             "--json")
+    assert res.code == 0, res.stderr
+    assert res.last["parameters"] == 134_515_008
+
+
+def test_the_job_container_is_locked_down(gguf_image: str, demo_model: Path, docker_client: Any) -> None:
+    seen: dict[str, Any] = {}
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not seen:
+            for c in job_containers(docker_client):
+                try:
+                    seen.update(c.attrs)
+                except Exception:
+                    pass
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    res = mf("run", "--provider", "gguf", "load", "--model", str(demo_model), "--prompt", PROMPT, "--json")
+    watcher.join()
+    assert res.code == 0, res.stderr
+    host = seen["HostConfig"]
+    assert host["NetworkMode"] == "none"
+    assert host["CapDrop"] == ["ALL"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["ReadonlyRootfs"] is True and host["Init"] is True
+    assert host["PidsLimit"] > 0
+    assert "/tmp" in host["Tmpfs"]
+    expected_user = "1000:1000" if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+    assert seen["Config"]["User"] == expected_user
+    mounts = {m["Target"]: m for m in host["Mounts"]}
+    assert mounts[f"/models/{demo_model.name}"]["ReadOnly"] is True
+    assert mounts["/cache/huggingface"]["ReadOnly"] is True
+    assert mounts["/job"]["ReadOnly"] is True
+    assert "HF_HUB_OFFLINE=1" in seen["Config"]["Env"]
+    assert not any(e.startswith("HF_TOKEN") for e in seen["Config"]["Env"])
+
+
+def test_ctrl_c_stops_the_job_and_removes_its_container(gguf_image: str, demo_model: Path,
+                                                        docker_client: Any) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", "--provider", "gguf", "load", "--model", str(demo_model),
+         "--prompt", "Write a very long story about a dragon.", "--max-new-tokens", "4000", "--temperature", "0.8"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(c.status == "running" for c in job_containers(docker_client)):
+        time.sleep(0.1)
+    time.sleep(2)  # inside generation by now
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_CODES["interrupted"]
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert time.monotonic() - started < 15
+    assert job_containers(docker_client) == []
+
+
+def test_a_code_change_rebuilds_only_the_last_layer(gguf_image: str, docker_client: Any, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "providers"
+    shutil.copytree(images.PROVIDERS_SRC, src, ignore=shutil.ignore_patterns("__pycache__"))
+    with (src / "gguf.py").open("a") as fh:
+        fh.write("\n# a one-line change\n")
+    monkeypatch.setattr(images, "PROVIDERS_SRC", src)
+    spec = images.image_spec("gguf", "cpu")
+    assert spec.tag != gguf_image
+    try:
+        spec.build(lambda line: None)
+        old = docker_client.images.get(gguf_image).attrs["RootFS"]["Layers"]
+        new = docker_client.images.get(spec.tag).attrs["RootFS"]["Layers"]
+        assert len(new) == len(old)
+        assert new[:-1] == old[:-1] and new[-1] != old[-1]
+    finally:
+        docker_client.images.remove(spec.tag, force=True)
+
+
+def test_image_labels_record_what_is_inside(gguf_image: str, docker_client: Any) -> None:
+    labels = docker_client.images.get(gguf_image).labels
+    spec = images.image_spec("gguf", "cpu")
+    assert labels["org.modelforge.provider"] == "gguf"
+    assert labels["org.modelforge.flavour"] == "cpu"
+    assert labels["org.modelforge.lock-hash"] == spec.lock_hash
+    assert labels["org.modelforge.content-hash"].startswith(gguf_image.rsplit("-", 1)[1])
+    assert "llama-cpp-python==0.3.36" in labels["org.modelforge.versions"]
+
+
+def test_mf_providers_shows_the_built_image(gguf_image: str) -> None:
+    res = mf("providers", "--json")
+    assert res.code == 0, res.stderr
+    import json
+
+    rows = {row["name"]: row for row in json.loads(res.stdout)}
+    assert rows["gguf"]["image"] == gguf_image and rows["gguf"]["built"] is True
+    assert set(rows) >= {"gguf", "huggingface", "unsloth"}
