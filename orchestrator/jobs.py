@@ -203,6 +203,8 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
         "HOME": "/tmp",
         "HF_HOME": str(HF_HOME),
         "HF_HUB_DISABLE_TELEMETRY": "1",
+        # The host's token file is never read inside; a token comes in only as HF_TOKEN with --online.
+        "HF_TOKEN_PATH": "/tmp/.no-hf-token",
     }
     if not request.online:
         environment["HF_HUB_OFFLINE"] = "1"
