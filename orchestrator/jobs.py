@@ -216,7 +216,7 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
     gpus = request.gpus if request.gpus is not None else ("all" if gpu_host else None)
     job_dir = Path(tempfile.mkdtemp(prefix="mf-job-"))
     try:
-        os.chmod(job_dir, 0o755)
+        os.chmod(job_dir, 0o755)  # noqa: S103 - the job user (another uid) reads the spec; nothing secret
         spec_file = job_dir / "spec.json"
         spec_file.write_text(job.to_json(), encoding="utf-8")
         os.chmod(spec_file, 0o644)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .contract import JobSpec
 from .errors import ModelAccessError, UnsupportedActionError

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
@@ -129,7 +129,7 @@ class ErrorEvent(_Event):
 
 
 Event = Annotated[
-    Union[StageEvent, ProgressEvent, MetricEvent, LogEvent, ResultEvent, ErrorEvent],
+    StageEvent | ProgressEvent | MetricEvent | LogEvent | ResultEvent | ErrorEvent,
     Field(discriminator="event"),
 ]
 _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)

@@ -63,7 +63,7 @@ def hub_file(ref: HubReference) -> str:
     except GatedRepoError:
         raise GatedModelError(
             f"{ref.repo_id} is gated: your token has no access to it.",
-            f"Accept its terms on the model's hub page, set HF_TOKEN, and rerun with --online.",
+            "Accept its terms on the model's hub page, set HF_TOKEN, and rerun with --online.",
         ) from None
     except LocalEntryNotFoundError:
         if hf_offline():
