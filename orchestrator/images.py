@@ -136,6 +136,11 @@ class ImageSpec:
         return self.recipe / "Dockerfile"
 
     @property
+    def uses_build_base(self) -> bool:
+        """Whether the Dockerfile has a builder stage on the compiler base (it names BASE_BUILD)."""
+        return "BASE_BUILD" in self.dockerfile.read_text()
+
+    @property
     def lock(self) -> Path:
         return self.recipe / f"requirements.{self.flavour}.txt"
 
@@ -166,7 +171,7 @@ class ImageSpec:
         parts: list[bytes] = [self.provider.encode(), self.flavour.encode(), self.dockerfile.read_bytes()]
         parts += [p.read_bytes() for p in self.locks]
         parts += [name.encode() + b"\0" + data for name, data in sorted(self._app_files().items())]
-        parts += [BASE_RUNTIME.tag.encode(), BASE_BUILD.tag.encode()]
+        parts += [BASE_RUNTIME.tag.encode()] + ([BASE_BUILD.tag.encode()] if self.uses_build_base else [])
         return _sha256(*parts)
 
     @property
@@ -242,8 +247,9 @@ class ImageSpec:
     def build(self, progress: Progress) -> str:
         if not self.dockerfile.exists():
             raise ImageError(f"Provider {self.provider} has no image recipe: images/{self.provider}/Dockerfile is missing.")
-        base = BASE_RUNTIME.ensure(progress)
-        base_build = BASE_BUILD.ensure(progress)
+        buildargs = {"BASE": BASE_RUNTIME.ensure(progress), "FLAVOUR": self.flavour}
+        if self.uses_build_base:
+            buildargs["BASE_BUILD"] = BASE_BUILD.ensure(progress)
         wheels = self.stage_wheelhouse(progress)
         progress(f"building {self.tag}")
         with tempfile.TemporaryDirectory(prefix="mf-context-") as tmp:
@@ -253,7 +259,7 @@ class ImageSpec:
                 engine.build_image(
                     fh,
                     self.tag,
-                    buildargs={"BASE": base, "BASE_BUILD": base_build},
+                    buildargs=buildargs,
                     labels=self.labels(),
                     on_line=progress,
                 )
