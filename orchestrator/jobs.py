@@ -14,6 +14,7 @@ from typing import Any
 
 from providers.actions import check_action_supported
 from providers.contract import (
+    DATA_DIR,
     HF_HOME,
     JOB_DIR,
     JOB_SPEC_PATH,
@@ -36,6 +37,7 @@ from providers.errors import (
 )
 from providers.hub import parse_hub_reference
 from providers.provider_factory import get_provider_class
+from providers.training import TrainConfig, finished_run, last_complete_checkpoint, load_dataset_records
 
 from . import engine, images
 
@@ -63,6 +65,11 @@ class JobRequest:
     provider_config: dict[str, Any] = field(default_factory=dict)
     flavour: str | None = None
     gpus: str | None = None
+    quantization_config: dict[str, Any] | None = None
+    dataset: Path | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False
+    overwrite: bool = False
 
 
 @dataclass
@@ -99,6 +106,24 @@ def resolve_model(model: str) -> tuple[str, Any | None]:
         f"Model not found: {model}",
         "Check the path, or pass a hub reference such as org/repo:model.gguf.",
     )
+
+
+def check_training_request(request: JobRequest) -> dict[str, Any]:
+    """Everything a train job needs, checked on the host before any image is built or container started."""
+    if request.dataset is None:
+        raise ConfigurationError("Training needs a dataset.", "Pass --dataset data.jsonl.")
+    if request.output is None:
+        raise ConfigurationError("Training needs an output folder.", "Pass --output DIR.")
+    config = TrainConfig.parse(request.train)
+    load_dataset_records(request.dataset.expanduser())
+    output = request.output.expanduser()
+    if finished_run(output) and not request.overwrite and not request.resume:
+        raise ConfigurationError(f"{output} already holds a finished run.",
+                                 "Pick another --output folder, or pass --overwrite.")
+    if request.resume and last_complete_checkpoint(output) is None:
+        raise ConfigurationError(f"--resume found no complete checkpoint in {output}.",
+                                 "Run without --resume to start over.")
+    return config.model_dump()
 
 
 def _job_user() -> tuple[int, int]:
@@ -166,6 +191,9 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
     provider_name = request.provider.strip().lower()
     check_action_supported(provider_name, provider_cls, request.action)
     model_in_container, model_mount = resolve_model(request.model)
+    options: dict[str, Any] = {}
+    if request.action == "train":
+        options["train"] = check_training_request(request)
 
     gpu_host = engine.has_nvidia_runtime()
     if getattr(provider_cls, "requires_gpu", False) and request.action in ("load", "train") and not gpu_host:
@@ -185,6 +213,10 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
     output = _prepare_output(request.output, uid, gid) if request.output is not None else None
     if output is not None:
         mounts.append(_bind(output, str(OUTPUT_DIR), read_only=False))
+    if request.action == "train" and request.dataset is not None:
+        dataset = request.dataset.expanduser().resolve()
+        mounts.append(_bind(dataset, f"{DATA_DIR}/{dataset.name}", read_only=True))
+        options.update(dataset=f"{DATA_DIR}/{dataset.name}", resume=request.resume, overwrite=request.overwrite)
 
     job = JobSpec(
         provider=provider_name,
@@ -192,12 +224,14 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
         model=model_in_container,
         model_class=request.model_class,
         provider_config=request.provider_config,
+        quantization_config=request.quantization_config,
         prompt=request.prompt,
         max_new_tokens=request.max_new_tokens,
         temperature=request.temperature,
         online=request.online,
         output_dir=str(OUTPUT_DIR) if output is not None else None,
         device_map="auto" if gpu_host else "cpu",
+        options=options,
     )
     environment = {
         "HOME": "/tmp",
@@ -205,6 +239,8 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
         "HF_HUB_DISABLE_TELEMETRY": "1",
         # The host's token file is never read inside; a token comes in only as HF_TOKEN with --online.
         "HF_TOKEN_PATH": "/tmp/.no-hf-token",
+        "MF_IMAGE": image,
+        "MF_LOCK_HASH": spec.lock_hash,
     }
     if not request.online:
         environment["HF_HUB_OFFLINE"] = "1"

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from providers.contract import ErrorEvent, LogEvent, MetricEvent, ProgressEvent, ResultEvent, StageEvent, event_payload
@@ -41,13 +42,38 @@ class RichRenderer:
 
     def __init__(self) -> None:
         self.quiet = not stderr_console.is_terminal
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def _bar(self, event: ProgressEvent) -> None:
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                TextColumn("{task.fields[message]}"), console=stderr_console, transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(event.unit or "progress", total=event.total, message="")
+        assert self._task is not None
+        self._progress.update(self._task, completed=event.current, total=event.total, message=event.message)
+
+    def _end_bar(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress, self._task = None, None
 
     def on_event(self, event: Any) -> None:
+        if not isinstance(event, ProgressEvent | MetricEvent | LogEvent):
+            self._end_bar()
         if isinstance(event, StageEvent):
             stderr_console.print(f"[bold cyan]▸ {event.name}[/] {event.message}")
         elif isinstance(event, ProgressEvent):
-            total = f"/{event.total:g}" if event.total else ""
-            stderr_console.print(f"  {event.current:g}{total} {event.unit} {event.message}".rstrip())
+            if not self.quiet and event.total:
+                self._bar(event)
+            else:
+                total = f"/{event.total:g}" if event.total else ""
+                stderr_console.print(f"  {event.current:g}{total} {event.unit} {event.message}".rstrip())
+        elif isinstance(event, MetricEvent) and self._progress is not None:
+            pass  # the bar's message shows the training metrics
         elif isinstance(event, MetricEvent):
             step = f" (step {event.step})" if event.step is not None else ""
             stderr_console.print(f"  [dim]{event.name} = {event.value:.4g}{step}[/]")
@@ -63,6 +89,7 @@ class RichRenderer:
             stderr_console.print(f"[dim]build[/] {line[:160]}", soft_wrap=True)
 
     def on_error(self, exc: ModelForgeError) -> None:
+        self._end_bar()
         stderr_console.print(f"[bold red]{format_error(exc)}[/]", soft_wrap=True)
 
     @staticmethod

@@ -27,6 +27,7 @@ JOB_DIR = PurePosixPath("/job")
 JOB_SPEC_PATH = JOB_DIR / "spec.json"
 MODEL_DIR = PurePosixPath("/models")
 OUTPUT_DIR = PurePosixPath("/output")
+DATA_DIR = PurePosixPath("/data")
 HF_HOME = PurePosixPath("/cache/huggingface")
 
 #: Exit code of the entrypoint for each error kind.

@@ -15,6 +15,37 @@ GGUF_MAGIC = b"GGUF"
 SUPPORTED_MODEL_CLASSES = ("AutoModelForCausalLM",)
 
 
+def read_gguf(path: Path) -> Any:
+    """Parse a GGUF file's header, metadata and tensor index; ModelAccessError unless it is whole."""
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelAccessError(f"Cannot read {path}: {exc.strerror}.", "Check the file's permissions.") from None
+    if magic != GGUF_MAGIC:
+        raise ModelAccessError(
+            f"{path.name} is not a GGUF file (it starts with {magic!r}, not b'GGUF').",
+            "Pass a .gguf model file, or use --provider huggingface for other formats.",
+        )
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+    except Exception as exc:  # the reader raises ValueError, IndexError, ... on broken files
+        raise ModelAccessError(
+            f"{path.name} is truncated or corrupt: {type(exc).__name__}: {exc}",
+            "Download the file again.",
+        ) from None
+    size = path.stat().st_size
+    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    if end > size:
+        raise ModelAccessError(
+            f"{path.name} is truncated: its tensors need {end} bytes, the file has {size}.",
+            "Download the file again.",
+        )
+    return reader
+
+
 class GGUFTokenizer:
     """Encodes and decodes with a GGUF model's own vocabulary (llama.cpp, vocabulary only)."""
 
@@ -72,34 +103,7 @@ class GGUFProvider(BaseProvider):
             )
 
     def _read(self, path: Path) -> Any:
-        """Parse the header, metadata and tensor index; ModelAccessError for anything not a whole GGUF."""
-        try:
-            with path.open("rb") as fh:
-                magic = fh.read(4)
-        except OSError as exc:
-            raise ModelAccessError(f"Cannot read {path}: {exc.strerror}.", "Check the file's permissions.") from None
-        if magic != GGUF_MAGIC:
-            raise ModelAccessError(
-                f"{path.name} is not a GGUF file (it starts with {magic!r}, not b'GGUF').",
-                "Pass a .gguf model file, or use --provider huggingface for other formats.",
-            )
-        from gguf import GGUFReader
-
-        try:
-            reader = GGUFReader(path)
-        except Exception as exc:  # the reader raises ValueError, IndexError, ... on broken files
-            raise ModelAccessError(
-                f"{path.name} is truncated or corrupt: {type(exc).__name__}: {exc}",
-                "Download the file again.",
-            ) from None
-        size = path.stat().st_size
-        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
-        if end > size:
-            raise ModelAccessError(
-                f"{path.name} is truncated: its tensors need {end} bytes, the file has {size}.",
-                "Download the file again.",
-            )
-        return reader
+        return read_gguf(path)
 
     # -- the protocol -----------------------------------------------------------------------
     def validate_model_access(self, model_id: str, model_class: str) -> bool:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import GatedModelError, ModelAccessError
 
 _HUB_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?::(?P<file>[^:@\s][^:@]*))?(?:@(?P<rev>[\w./-]+))?$")
 
 
+#: What a transformers model needs from a hub repository (not its other formats).
+SNAPSHOT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "*.tiktoken"]
 MODEL_FILE_SUFFIXES = (".gguf", ".safetensors", ".bin", ".json", ".pt", ".pth")
 
 
@@ -41,25 +46,18 @@ def hf_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
 
 
-def hub_file(ref: HubReference) -> str:
-    """The local path of ``ref``'s file: from the HF cache, or downloaded when the run is online."""
-    if not ref.filename:
-        raise ModelAccessError(f"{ref} names a repository but no file.", f"Name the file: {ref.repo_id}:FILE.gguf")
+@contextmanager
+def _hub_errors(ref: HubReference) -> Iterator[None]:
+    """Turn huggingface_hub's errors into one-line ModelForge errors that say what to do."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
     try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import (
-            EntryNotFoundError,
-            GatedRepoError,
-            LocalEntryNotFoundError,
-            RepositoryNotFoundError,
-        )
-    except ImportError as exc:
-        raise ModelAccessError(
-            f"Cannot resolve {ref}: huggingface_hub is not installed in this image.",
-            "Pass a local model path instead.",
-        ) from exc
-    try:
-        return str(hf_hub_download(ref.repo_id, ref.filename, revision=ref.revision, local_files_only=hf_offline()))
+        yield
     except GatedRepoError:
         raise GatedModelError(
             f"{ref.repo_id} is gated: your token has no access to it.",
@@ -73,6 +71,30 @@ def hub_file(ref: HubReference) -> str:
             ) from None
         raise ModelAccessError(f"Cannot download {ref}: the hub cannot be reached.", "Check the network.") from None
     except RepositoryNotFoundError:
-        raise ModelAccessError(f"No repository {ref.repo_id} on the hub.", "Check the repo id.") from None
+        raise ModelAccessError(f"No repository {ref.repo_id} on the hub (or it is private).",
+                               "Check the repo id; for a private repo set HF_TOKEN and use --online.") from None
     except EntryNotFoundError:
         raise ModelAccessError(f"{ref.repo_id} has no file {ref.filename}.", "Check the file name.") from None
+
+
+def hub_file(ref: HubReference) -> str:
+    """The local path of ``ref``'s file: from the HF cache, or downloaded when the run is online."""
+    if not ref.filename:
+        raise ModelAccessError(f"{ref} names a repository but no file.", f"Name the file: {ref.repo_id}:FILE.gguf")
+    from huggingface_hub import hf_hub_download
+
+    with _hub_errors(ref):
+        return str(hf_hub_download(ref.repo_id, ref.filename, revision=ref.revision, local_files_only=hf_offline()))
+    raise AssertionError("unreachable")
+
+
+def hub_snapshot(ref: HubReference, revision: str | None = None) -> str:
+    """A local folder holding ``ref``: the cached snapshot, downloaded first when the run is online."""
+    if ref.filename:
+        return str(Path(hub_file(ref)).parent)
+    from huggingface_hub import snapshot_download
+
+    with _hub_errors(ref):
+        return str(snapshot_download(ref.repo_id, revision=ref.revision or revision, local_files_only=hf_offline(),
+                                     allow_patterns=SNAPSHOT_PATTERNS))
+    raise AssertionError("unreachable")

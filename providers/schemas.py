@@ -30,7 +30,10 @@ class JobConfig(BaseModel):
     provider: str | None = None
     provider_config: dict[str, Any] = Field(default_factory=dict)
     model_class: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    #: bitsandbytes settings, e.g. {"load_in_4bit": true}; CUDA only.
+    quantization_config: dict[str, Any] | None = None
+    #: The training hyperparameters (see ``providers.training.TrainConfig``).
+    train: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("provider")
     @classmethod

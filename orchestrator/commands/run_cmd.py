@@ -27,6 +27,10 @@ from .options import flavour_option, json_option, renderer_for
               help="A JSON job config: provider_config, model_class, options.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder the job writes its results to.")
+@click.option("--dataset", "-d", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With train: a JSONL dataset of {prompt, completion}, {text} or {messages} records.")
+@click.option("--resume", is_flag=True, help="With train: continue from the last complete checkpoint in --output.")
+@click.option("--overwrite", is_flag=True, help="With train: replace a finished run in --output.")
 @click.option("--online", is_flag=True, help="Give the container network access (hub downloads; HF_TOKEN).")
 @click.option("--gpus", default=None, metavar="all|N|device=0,1",
               help="GPUs to pass. Default: all when the engine has an NVIDIA runtime.")
@@ -34,17 +38,22 @@ from .options import flavour_option, json_option, renderer_for
 @json_option
 def run_command(provider: str, action: str, model: str, model_class: str | None, prompt: str | None,
                 max_new_tokens: int, temperature: float, config_file: Path | None, output: Path | None,
-                online: bool, gpus: str | None, flavour: str | None, as_json: bool) -> None:
+                dataset: Path | None, resume: bool, overwrite: bool, online: bool, gpus: str | None,
+                flavour: str | None, as_json: bool) -> None:
     """Run ACTION (validate, load or train) with a provider, inside its container image.
 
     \b
     mf run --provider gguf validate --model ./models/SmolLM2-135M-Instruct.Q4_1.gguf
     mf run --provider gguf load --model ./models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt "The capital of France is"
+    mf run --provider huggingface train --model ./smollm2-hf --dataset data.jsonl --output ./run1 --config job.json
+
+    A --config file is JSON: {"provider_config": {...}, "model_class": "...", "train": {"max_steps": 10, ...}}.
     """
     config = load_job_config(config_file) if config_file else None
     extra: dict[str, Any] = {}
     if config is not None:
-        extra["provider_config"] = config.provider_config
+        extra.update(provider_config=config.provider_config, train=config.train,
+                     quantization_config=config.quantization_config)
     request = JobRequest(
         provider=provider,
         action=action,
@@ -57,6 +66,9 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
         output=output,
         flavour=flavour,
         gpus=gpus,
+        dataset=dataset,
+        resume=resume,
+        overwrite=overwrite,
         **extra,
     )
     renderer = renderer_for(as_json)
