@@ -35,8 +35,9 @@ def main() -> None:
     except ModelForgeError as exc:
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
-        renderer = JsonRenderer() if "--json" in sys.argv[1:] else RichRenderer()
-        renderer.on_error(exc)
+        as_json = "--json" in sys.argv[1:]
+        if not (as_json and exc.reported):
+            (JsonRenderer() if as_json else RichRenderer()).on_error(exc)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)

@@ -37,7 +37,7 @@ from providers.errors import (
 )
 from providers.hub import parse_hub_reference
 from providers.provider_factory import get_provider_class
-from providers.training import TrainConfig, finished_run, last_complete_checkpoint, load_dataset_records
+from providers.training import TrainConfig, check_output_folder, load_dataset_records
 
 from . import engine, images
 
@@ -98,6 +98,7 @@ def resolve_model(model: str) -> tuple[str, Any | None]:
         real = path.resolve()  # a symlink is followed: the real file is mounted, read-only
         if not os.access(real, os.R_OK):
             raise ModelAccessError(f"Cannot read {model}: permission denied.", "Check the file's permissions.")
+        _check_job_user_can_read(real)
         target = f"{MODEL_DIR}/{real.name}"
         return target, _bind(real, target, read_only=True)
     if parse_hub_reference(model) is not None:
@@ -108,6 +109,20 @@ def resolve_model(model: str) -> tuple[str, Any | None]:
     )
 
 
+def _check_job_user_can_read(path: Path) -> None:
+    """When `mf` runs as root the job runs as uid 1000: files only root can read would fail inside."""
+    if os.getuid() != 0:
+        return
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        st = item.stat()
+        need = 0o005 if item.is_dir() else 0o004
+        if st.st_uid != UNPRIVILEGED_UID and st.st_mode & need != need:
+            raise ModelAccessError(
+                f"{item} is readable only by its owner, and jobs started by root run as uid {UNPRIVILEGED_UID}.",
+                f"Make it readable (chmod -R a+rX {path}) or run mf as a regular user.",
+            )
+
+
 def check_training_request(request: JobRequest) -> dict[str, Any]:
     """Everything a train job needs, checked on the host before any image is built or container started."""
     if request.dataset is None:
@@ -116,13 +131,7 @@ def check_training_request(request: JobRequest) -> dict[str, Any]:
         raise ConfigurationError("Training needs an output folder.", "Pass --output DIR.")
     config = TrainConfig.parse(request.train)
     load_dataset_records(request.dataset.expanduser())
-    output = request.output.expanduser()
-    if finished_run(output) and not request.overwrite and not request.resume:
-        raise ConfigurationError(f"{output} already holds a finished run.",
-                                 "Pick another --output folder, or pass --overwrite.")
-    if request.resume and last_complete_checkpoint(output) is None:
-        raise ConfigurationError(f"--resume found no complete checkpoint in {output}.",
-                                 "Run without --resume to start over.")
+    check_output_folder(request.output.expanduser(), resume=request.resume, overwrite=request.overwrite)
     return config.model_dump()
 
 
@@ -144,7 +153,10 @@ def _prepare_output(output: Path, uid: int, gid: int) -> Path:
         raise ConfigurationError(f"The output folder {output} is not writable.",
                                  "Pick a folder you can write to with --output.")
     if os.getuid() == 0:
-        os.chown(output, uid, gid)  # the unprivileged job user writes here; handed back afterwards
+        # The unprivileged job user writes here, and reads its earlier checkpoints on --resume;
+        # everything is handed back to root when the job ends.
+        for path in [output, *output.rglob("*")]:
+            os.lchown(path, uid, gid)
     return output
 
 
@@ -308,7 +320,9 @@ def _follow(container: Any, image: str, on_event: EventSink) -> dict[str, Any]:
     container.reload()
     oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
     if error is not None and not oom:
-        raise error_from_kind(error.kind, error.message, error.hint)
+        exc = error_from_kind(error.kind, error.message, error.hint)
+        exc.reported = True  # its error event has been shown already
+        raise exc
     if exit_code == 0 and result is not None:
         return result
     stderr_tail = container.logs(stdout=False, stderr=True, tail=15).decode("utf-8", errors="replace").strip()

@@ -17,6 +17,8 @@ class ModelForgeError(Exception):
     kind = "internal"
     exit_code = 1
     default_hint = ""
+    #: True once the error has been shown (as a job's error event), so the CLI does not repeat it.
+    reported = False
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)

@@ -161,10 +161,14 @@ class HuggingFaceProvider(BaseProvider):
         return True
 
     def describe_model(self, model_id: str, model_class: str) -> dict[str, Any]:
+        auto_cls = self._check_model_class(model_class)
         source = self.resolve_source(model_id)
         config = self._config(source)
+        architectures = getattr(config, "architectures", None)
+        if not architectures and type(config) in auto_cls._model_mapping:  # a GGUF file's config names none
+            architectures = [auto_cls._model_mapping[type(config)].__name__]
         info: dict[str, Any] = {
-            "architecture": (getattr(config, "architectures", None) or [config.model_type])[0],
+            "architecture": (architectures or [config.model_type])[0],
             "model_type": config.model_type,
             "vocab_size": getattr(config, "vocab_size", None),
             "context_length": getattr(config, "max_position_embeddings", None),

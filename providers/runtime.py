@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 from .contract import JOB_SPEC_PATH, JobSpec
-from .errors import InterruptedJobError, ModelForgeError
+from .errors import InterruptedJobError, ModelAccessError, ModelForgeError
 from .events import EventLogHandler, EventWriter
 from .log import logger
 
@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         events.error(exc.kind, exc.message, exc.hint)
         return exc.exit_code
+    except PermissionError as exc:
+        events.error("model_access", f"Permission denied inside the job: {exc.filename}",
+                     "Make the file readable by the job's user (chmod a+r), then run again.")
+        return ModelAccessError.exit_code
     except KeyboardInterrupt:
         err = InterruptedJobError(f"The {action} job of provider {provider_name} was interrupted.")
         events.error(err.kind, err.message, err.hint)

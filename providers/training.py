@@ -150,6 +150,20 @@ def last_complete_checkpoint(output: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def check_output_folder(output: Path, *, resume: bool, overwrite: bool) -> Path | None:
+    """Refuse to clobber a finished run; with ``resume``, return the checkpoint to continue from."""
+    if finished_run(output) and not overwrite:
+        raise ConfigurationError(f"{output} already holds a finished run.",
+                                 "Pick another --output folder, or pass --overwrite to replace it.")
+    if not resume:
+        return None
+    checkpoint = last_complete_checkpoint(output)
+    if checkpoint is None:
+        raise ConfigurationError(f"--resume found no complete checkpoint in {output}.",
+                                 "Run without --resume to start over.")
+    return checkpoint
+
+
 def _atomic_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -164,13 +178,7 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
     options = job.options
     config = TrainConfig.parse(options.get("train"))
     resume = bool(options.get("resume"))
-    if finished_run(output) and not options.get("overwrite"):
-        raise ConfigurationError(f"{output} already holds a finished run.",
-                                 "Pick another --output folder, or pass --overwrite.")
-    checkpoint = last_complete_checkpoint(output) if resume else None
-    if resume and checkpoint is None:
-        raise ConfigurationError("--resume found no complete checkpoint in the output folder.",
-                                 "Run without --resume to start over.")
+    checkpoint = check_output_folder(output, resume=resume, overwrite=bool(options.get("overwrite")))
     if not resume:
         for leftover in (output / CHECKPOINTS_DIR, output / ADAPTER_DIR, output / MANIFEST):
             if leftover.is_dir():

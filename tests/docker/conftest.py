@@ -86,6 +86,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 name = "SmolLM2-135M-Instruct.Q4_1.gguf"
 model = AutoModelForCausalLM.from_pretrained("/models", gguf_file=name, dtype=torch.float32)
 tokenizer = AutoTokenizer.from_pretrained("/models", gguf_file=name)
+# transformers 5.23 marks a GGUF-loaded model as quantized and refuses to save it; its weights are
+# already dequantized float32 tensors, so drop the marker and save them as safetensors.
+model.hf_quantizer = None
+if hasattr(model.config, "quantization_config"):
+    del model.config.quantization_config
 model.save_pretrained("/out/model", safe_serialization=True)
 tokenizer.save_pretrained("/out/model")
 """
@@ -112,6 +117,7 @@ def smollm2_hf(hf_image: str, docker_client: Any, demo_model: Any) -> Any:
         )
         for path in [work, *work.rglob("*")]:
             os.lchown(path, os.getuid(), os.getgid())
+            path.chmod(0o755 if path.is_dir() else 0o644)
         (work / "model").rename(HF_CHECKPOINT)
     finally:
         shutil.rmtree(work, ignore_errors=True)

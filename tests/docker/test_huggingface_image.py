@@ -4,6 +4,7 @@ in the real cpu image."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -103,7 +104,7 @@ ids = tok("The capital of Italy is", return_tensors="pt")
 base = AutoModelForCausalLM.from_pretrained("/base", dtype=torch.float32)
 with torch.no_grad():
     before = base(**ids).logits
-    tuned = PeftModel.from_pretrained(base, "/run/adapter")
+    tuned = PeftModel.from_pretrained(base, "/trained/adapter")
     after = tuned(**ids).logits
 print(json.dumps({"max_diff": float((after - before).abs().max()), "peft": type(tuned).__name__}))
 """
@@ -129,8 +130,8 @@ def test_train_ten_steps_writes_an_adapter_that_changes_the_logits(smollm2_hf: P
     assert manifest["config"]["max_steps"] == 10 and manifest["metrics"]["global_step"] == 10
     out_json = docker_client.containers.run(
         hf_image, entrypoint=["python", "-c", _CHECK_ADAPTER], network_mode="none", remove=True,
-        environment={"HOME": "/tmp"},
-        volumes={str(smollm2_hf): {"bind": "/base", "mode": "ro"}, str(out): {"bind": "/run", "mode": "ro"}},
+        environment={"HOME": "/tmp"}, user=f"{os.getuid()}:{os.getgid()}",
+        volumes={str(smollm2_hf): {"bind": "/base", "mode": "ro"}, str(out): {"bind": "/trained", "mode": "ro"}},
     )
     check = json.loads(out_json.decode().strip().splitlines()[-1])
     assert check["peft"] == "PeftModelForCausalLM"
