@@ -8,8 +8,10 @@ MF := $(VENV)/bin/mf
 DEMO_MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 PROVIDERS := $(notdir $(patsubst %/Dockerfile,%,$(wildcard images/*/Dockerfile)))
 PYTEST_ARGS ?=
+# Where pip finds torch's CPU build on this machine; uv does not read pip's config, so pass it on.
+LOCK_FIND_LINKS ?= $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
 
-.PHONY: help venv engine model image-base images demo test test-unit lint lock-% image-%
+.PHONY: help venv engine model image-base images demo test test-unit bench lint lock-% image-%
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z%_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,12 +50,16 @@ test: venv engine model ## Run every test, Docker ones included (builds missing 
 test-unit: venv model ## Run the tests that need no Docker engine
 	$(VENV)/bin/pytest -m "not docker" $(PYTEST_ARGS)
 
+bench: venv engine model ## Benchmarks: LoRA train steps/s in the container vs native (table + bench-results/*.json)
+	$(VENV)/bin/python bench/train_step.py --model "$$($(VENV)/bin/python scripts/make_hf_checkpoint.py)"
+
 lint: venv ## ruff and mypy
-	$(VENV)/bin/ruff check providers orchestrator tests scripts
+	$(VENV)/bin/ruff check providers orchestrator tests scripts bench
 	$(VENV)/bin/mypy
 
 lock-%: venv ## Re-lock an image's requirements, e.g. make lock-gguf
 	cd images/$* && for src in requirements*.in; do \
 	  out=$${src%.in}.txt; [ "$$src" = requirements.in ] && out=requirements.cpu.txt; \
+	  case "$$src" in requirements.cuda.in) links=;; *) links="$(LOCK_FIND_LINKS)";; esac; \
 	  ../../$(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
-	    --python-platform x86_64-manylinux_2_28 "$$src" -o "$$out"; done
+	    --python-platform x86_64-manylinux_2_28 $${links:+--find-links $$links} "$$src" -o "$$out"; done

@@ -78,47 +78,18 @@ def hf_image(docker_client: Any) -> str:
     return images.image_spec("huggingface", "cpu").ensure(lambda line: print(line, file=sys.stderr))
 
 
-HF_CHECKPOINT = images.PROJECT_ROOT / ".cache" / "test-models" / "smollm2-135m-hf"
+def _checkpoint_maker() -> Any:
+    import importlib.util
 
-_CONVERT = """
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-name = "SmolLM2-135M-Instruct.Q4_1.gguf"
-model = AutoModelForCausalLM.from_pretrained("/models", gguf_file=name, dtype=torch.float32)
-tokenizer = AutoTokenizer.from_pretrained("/models", gguf_file=name)
-# transformers 5.23 marks a GGUF-loaded model as quantized and refuses to save it; its weights are
-# already dequantized float32 tensors, so drop the marker and save them as safetensors.
-model.hf_quantizer = None
-if hasattr(model.config, "quantization_config"):
-    del model.config.quantization_config
-model.save_pretrained("/out/model", safe_serialization=True)
-tokenizer.save_pretrained("/out/model")
-"""
+    path = images.PROJECT_ROOT / "scripts" / "make_hf_checkpoint.py"
+    spec = importlib.util.spec_from_file_location("make_hf_checkpoint", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
-def smollm2_hf(hf_image: str, docker_client: Any, demo_model: Any) -> Any:
-    """The real SmolLM2-135M as a Hugging Face checkpoint: the GGUF dequantized by transformers
-    and saved with save_pretrained, made once in the huggingface image and cached in .cache/."""
-    if (HF_CHECKPOINT / "config.json").is_file() and (HF_CHECKPOINT / "model.safetensors").is_file():
-        return HF_CHECKPOINT
-    import shutil
-    import tempfile
-
-    HF_CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=HF_CHECKPOINT.parent, prefix=".convert-"))
-    work.chmod(0o777)
-    try:
-        docker_client.containers.run(
-            hf_image, entrypoint=["python", "-c", _CONVERT], network_mode="none", remove=True,
-            user=f"{os.getuid()}:{os.getgid()}" if os.getuid() else "1000:1000",
-            environment={"HOME": "/tmp", "HF_HUB_OFFLINE": "1"},
-            volumes={str(demo_model.parent): {"bind": "/models", "mode": "ro"}, str(work): {"bind": "/out", "mode": "rw"}},
-        )
-        for path in [work, *work.rglob("*")]:
-            os.lchown(path, os.getuid(), os.getgid())
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        (work / "model").rename(HF_CHECKPOINT)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return HF_CHECKPOINT
+def smollm2_hf(hf_image: str, docker_client: Any, demo_model: Path) -> Path:
+    """The real SmolLM2-135M as a Hugging Face checkpoint (made once by scripts/make_hf_checkpoint.py)."""
+    return Path(_checkpoint_maker().ensure_hf_checkpoint(docker_client, hf_image, demo_model))
