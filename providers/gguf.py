@@ -72,6 +72,7 @@ class GGUFProvider(BaseProvider):
         self.n_ctx = int(self.config.get("n_ctx", 2048))
         self.n_threads = self.config.get("n_threads")
         self.seed = int(self.config.get("seed", 0))
+        self._readers: dict[Path, Any] = {}
 
     # -- where the file is ------------------------------------------------------------------
     def resolve_path(self, model_id: str) -> Path:
@@ -103,7 +104,11 @@ class GGUFProvider(BaseProvider):
             )
 
     def _read(self, path: Path) -> Any:
-        return read_gguf(path)
+        """Parse once per file and job: validate and describe share the reader (parsing takes seconds)."""
+        key = path.resolve()
+        if key not in self._readers:
+            self._readers[key] = read_gguf(path)
+        return self._readers[key]
 
     # -- the protocol -----------------------------------------------------------------------
     def validate_model_access(self, model_id: str, model_class: str) -> bool:
