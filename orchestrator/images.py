@@ -18,16 +18,20 @@ import sys
 import tarfile
 import tempfile
 import tomllib
+from importlib import metadata
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from providers.errors import ImageError
+from providers.provider_factory import BUILTIN_DISTRIBUTION, PROVIDER_ORIGINS, PROVIDER_REGISTRY
 
 from . import LABEL_PREFIX, PROJECT_ROOT, engine
 
 IMAGES_DIR = PROJECT_ROOT / "images"
+#: The Dockerfile of a plugin that ships only a lock.
+LOCKED_VENV_DOCKERFILE = IMAGES_DIR / "locked-venv" / "Dockerfile"
 PROVIDERS_SRC = PROJECT_ROOT / "providers"
 BASE_SCRIPT = IMAGES_DIR / "base" / "build-rootfs.sh"
 BUILD_LOCK = "requirements.build.txt"
@@ -133,7 +137,10 @@ class ImageSpec:
 
     @property
     def dockerfile(self) -> Path:
-        return self.recipe / "Dockerfile"
+        own = self.recipe / "Dockerfile"
+        if own.exists() or self.recipe.parent == IMAGES_DIR:
+            return own
+        return LOCKED_VENV_DOCKERFILE
 
     @property
     def uses_build_base(self) -> bool:
@@ -164,6 +171,7 @@ class ImageSpec:
         dist = "app/modelforge.dist-info"
         files[f"{dist}/METADATA"] = _metadata_txt().encode()
         files[f"{dist}/entry_points.txt"] = _entry_points_txt().encode()
+        files.update(_plugin_files(self.provider))
         return files
 
     @cached_property
@@ -213,7 +221,7 @@ class ImageSpec:
         if proc.returncode != 0:
             tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
             raise ImageError(
-                f"Staging the wheels of {self.lock.relative_to(PROJECT_ROOT)} failed: {tail}",
+                f"Staging the wheels of {self.lock} failed: {tail}",
                 "Check that the package index is reachable, or that the lock's hashes are right (`make lock`).",
             )
         stamp.touch()
@@ -246,7 +254,7 @@ class ImageSpec:
 
     def build(self, progress: Progress) -> str:
         if not self.dockerfile.exists():
-            raise ImageError(f"Provider {self.provider} has no image recipe: images/{self.provider}/Dockerfile is missing.")
+            raise ImageError(f"Provider {self.provider} has no image recipe: {self.dockerfile} is missing.")
         buildargs = {"BASE": BASE_RUNTIME.ensure(progress), "FLAVOUR": self.flavour}
         if self.uses_build_base:
             buildargs["BASE_BUILD"] = BASE_BUILD.ensure(progress)
@@ -272,7 +280,31 @@ class ImageSpec:
 
 
 def recipe_dir(provider: str) -> Path:
-    return IMAGES_DIR / provider
+    """images/<provider>/ for built-ins; for a plugin, the folder its provider class names as ``image_recipe``."""
+    builtin = IMAGES_DIR / provider
+    if builtin.is_dir() or PROVIDER_ORIGINS.get(provider, BUILTIN_DISTRIBUTION) == BUILTIN_DISTRIBUTION:
+        return builtin
+    recipe = getattr(PROVIDER_REGISTRY.get(provider), "image_recipe", None)
+    return Path(recipe) if recipe else builtin
+
+
+def _plugin_files(provider: str) -> dict[str, bytes]:
+    """A plugin's package and a dist-info with its entry points, so the registry in its image finds it."""
+    origin = PROVIDER_ORIGINS.get(provider, BUILTIN_DISTRIBUTION)
+    if origin == BUILTIN_DISTRIBUTION:
+        return {}
+    top = PROVIDER_REGISTRY[provider].__module__.split(".")[0]
+    module_file = getattr(sys.modules[top], "__file__", None)
+    if module_file is None:
+        raise ImageError(f"Plugin {origin}: cannot find the files of its package {top}.",
+                         "Install the plugin as a regular package (pip install).")
+    package_dir = Path(module_file).parent
+    files = {f"app/{top}/{p.relative_to(package_dir).as_posix()}": p.read_bytes() for p in _tree_files(package_dir)}
+    dist = metadata.distribution(origin)
+    dist_info = f"app/{re.sub(r'[-_.]+', '_', origin)}-{dist.version}.dist-info"
+    files[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {origin}\nVersion: {dist.version}\n".encode()
+    files[f"{dist_info}/entry_points.txt"] = (dist.read_text("entry_points.txt") or "").encode()
+    return files
 
 
 def flavours(provider: str) -> list[str]:
@@ -288,7 +320,7 @@ def resolve_flavour(provider: str, requested: str | None = None, gpu_host: bool 
     available = flavours(provider)
     if not available:
         raise ImageError(
-            f"Provider {provider} has no image recipe yet (images/{provider}/ has no requirements.<flavour>.txt)",
+            f"Provider {provider} has no image recipe yet ({recipe_dir(provider)} has no requirements.<flavour>.txt)",
             "Add the provider's images/<name>/ recipe, or pick another provider (`mf providers`).",
         )
     if requested:

@@ -53,3 +53,38 @@ def model_copy_with_spaces(demo_model: Path, tmp_path: Path) -> Path:
     target = folder / "small model.gguf"
     shutil.copyfile(demo_model, target)
     return target
+
+
+PLUGINS_SRC = ROOT / "tests" / "plugins"
+
+
+@pytest.fixture(scope="session")
+def plugin_site() -> Path:
+    """The test plugins (tests/plugins/*), pip-installed into a folder of their own, once per content."""
+    import hashlib
+    import subprocess
+    import sys
+
+    sources = sorted(p for p in PLUGINS_SRC.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
+    site = ROOT / ".cache" / "test-plugins" / digest
+    if not (site / ".complete").exists():
+        shutil.rmtree(site, ignore_errors=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+             "--target", str(site), *(str(d) for d in sorted(PLUGINS_SRC.iterdir()) if d.is_dir())],
+            check=True,
+        )
+        (site / ".complete").touch()
+    return site
+
+
+@pytest.fixture
+def use_plugins(monkeypatch: pytest.MonkeyPatch, plugin_site: Path):
+    """Make the test plugins visible to `mf` subprocesses; returns a function that picks which load."""
+
+    def enable(*dists: str) -> None:
+        monkeypatch.setenv("PYTHONPATH", str(plugin_site))
+        monkeypatch.setenv("MODELFORGE_LOAD_PLUGINS", ",".join(dists))
+
+    return enable

@@ -7,7 +7,24 @@ from typing import Any
 
 import click
 
+from click.shell_completion import CompletionItem
+
+from providers.provider_factory import available_providers
+
 from ..render import JsonRenderer, RichRenderer
+
+
+class ProviderName(click.ParamType):
+    """A provider name; the choices come from the registry, plugins included. An unknown name is
+    reported by the registry itself, with the list of providers."""
+
+    name = "provider"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(available_providers()) + "]"
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        return [CompletionItem(name) for name in available_providers() if name.startswith(incomplete.lower())]
 
 
 def json_option(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -11,11 +11,11 @@ from providers.contract import ACTIONS
 from providers.schemas import load_job_config
 
 from ..jobs import JobRequest, run_job
-from .options import flavour_option, json_option, renderer_for
+from .options import ProviderName, flavour_option, json_option, renderer_for
 
 
 @click.command("run")
-@click.option("--provider", "-p", required=True, help="Provider name (see `mf providers`).")
+@click.option("--provider", "-p", required=True, type=ProviderName(), help="Provider name (see `mf providers`).")
 @click.argument("action", type=click.Choice(ACTIONS))
 @click.option("--model", "-m", required=True, help="A model file or folder, or a hub reference org/repo:file.")
 @click.option("--model-class", default=None, help="Model class, e.g. AutoModelForCausalLM.")

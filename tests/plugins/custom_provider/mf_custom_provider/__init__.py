@@ -1,0 +1,1 @@
+"""A ModelForge plugin: the CustomProvider of the provider-system design document."""
