@@ -18,10 +18,10 @@ import sys
 import tarfile
 import tempfile
 import tomllib
-from importlib import metadata
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from importlib import metadata
 from pathlib import Path
 
 from providers.errors import ImageError

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-
 from click.shell_completion import CompletionItem
 
 from providers.provider_factory import available_providers
