@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from docker.errors import DockerException
+
 from providers.actions import check_action_supported
 from providers.contract import (
     DATA_DIR,
@@ -285,7 +287,7 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
             shm_size="1g",
             device_requests=engine.gpu_device_requests(gpus),
             labels=engine.project_labels("job", provider=provider_name, action=request.action,
-                                         owner_pid=str(os.getpid())),
+                                         owner_pid=str(os.getpid()), session=os.environ.get("MF_SESSION", "")),
         ) as container:
             return _follow(container, image, on_event)
     finally:
@@ -317,15 +319,22 @@ def _follow(container: Any, image: str, on_event: EventSink) -> dict[str, Any]:
             raise InterruptedJobError("Stopped: the job was interrupted and its container removed.",
                                       "Run the command again to start over.") from None
     exit_code = int(status.get("StatusCode", -1))
-    container.reload()
-    oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+    try:
+        container.reload()
+        oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        stderr_tail = container.logs(stdout=False, stderr=True, tail=15).decode("utf-8", errors="replace").strip()
+    except DockerException:
+        raise ContainerError(
+            f"The job container {container.short_id} was removed from outside mf while it ran (exit {exit_code}).",
+            "Run the command again, and leave its container alone until it ends.",
+            exit_status=exit_code, image=image,
+        ) from None
     if error is not None and not oom:
         exc = error_from_kind(error.kind, error.message, error.hint)
         exc.reported = True  # its error event has been shown already
         raise exc
     if exit_code == 0 and result is not None:
         return result
-    stderr_tail = container.logs(stdout=False, stderr=True, tail=15).decode("utf-8", errors="replace").strip()
     if oom or exit_code == 137:
         raise OutOfMemoryError(
             "The job ran out of memory and was killed." if oom

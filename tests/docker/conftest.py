@@ -36,14 +36,22 @@ def gguf_image(docker_client: Any) -> str:
     return spec.ensure(lambda line: print(line, file=sys.stderr))
 
 
+#: Labels this test session's job containers (MF_SESSION), so runs sharing an engine keep apart.
+SESSION = f"pytest-{os.getpid()}"
+SESSION_LABEL = f"org.modelforge.session={SESSION}"
+
+
+@pytest.fixture(autouse=True)
+def _session_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MF_SESSION", SESSION)
+
+
 def job_containers(client: Any) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": JOB_LABEL})
+    return client.containers.list(all=True, filters={"label": [JOB_LABEL, SESSION_LABEL]})
 
 
 @pytest.fixture(autouse=True)
 def no_leftover_containers(docker_client: Any):
-    for c in job_containers(docker_client):  # from an earlier, killed run
-        c.remove(force=True)
     yield
     left = job_containers(docker_client)
     for c in left:

@@ -17,7 +17,7 @@ import pytest
 
 from providers.contract import EXIT_CODES
 
-from .conftest import JOB_LABEL, job_containers, mf
+from .conftest import JOB_LABEL, SESSION_LABEL, job_containers, mf
 
 PROMPT = "The capital of France is"
 
@@ -180,7 +180,7 @@ def test_a_broken_dataset_line_is_rejected_before_any_container(hf_image: str, s
     assert res.code == EXIT_CODES["configuration"]
     assert "data.jsonl line 5: not valid JSON" in res.stderr
     created = list(docker_client.events(since=since, until=until, decode=True,
-                                        filters={"label": JOB_LABEL, "event": "create"}))
+                                        filters={"label": [JOB_LABEL, SESSION_LABEL], "event": "create"}))
     assert created == []
     assert not (tmp_path / "run").exists()
 
