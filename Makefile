@@ -50,8 +50,8 @@ test: venv engine model ## Run every test, Docker ones included (builds missing 
 test-unit: venv model ## Run the tests that need no Docker engine
 	$(VENV)/bin/pytest -m "not docker" $(PYTEST_ARGS)
 
-bench: venv engine model ## Benchmarks: LoRA train steps/s in the container vs native (table + bench-results/*.json)
-	$(VENV)/bin/python bench/train_step.py --model "$$($(VENV)/bin/python scripts/make_hf_checkpoint.py)"
+bench: venv engine model ## Benchmarks: container vs native, image sizes, rebuild times (table + bench-results/bench.json; BENCH_ARGS=--cold)
+	$(VENV)/bin/python bench/run.py --checkpoint "$$($(VENV)/bin/python scripts/make_hf_checkpoint.py)" $(BENCH_ARGS)
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check providers orchestrator tests scripts bench

@@ -68,6 +68,7 @@ def build_image(
     buildargs: dict[str, str],
     labels: dict[str, str],
     on_line: Callable[[str], None],
+    nocache: bool = False,
 ) -> None:
     """Build from a tar ``context`` with the classic builder and no network; stream its output."""
     stream = client().api.build(
@@ -79,6 +80,7 @@ def build_image(
         network_mode="none",
         rm=True,
         forcerm=True,
+        nocache=nocache,
         decode=True,
     )
     tail: list[str] = []

@@ -1,0 +1,305 @@
+"""`make bench`: what the container costs against native, image sizes and build times, in one run.
+
+Every comparison runs both sides in the same run, alternating, with repetitions and medians. The
+native side is the same code on the same packages: for gguf, the image's own site-packages (the
+very llama.cpp build) copied out and run by the host's Python; for huggingface, a venv made from
+the image's lock and wheels. Prints a markdown table and writes bench-results/bench.json.
+Benchmarks are not tests: a figure that misses its target is reported as such.
+
+usage: python bench/run.py [--reps 5] [--cold] [--out bench-results/bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from train_step import native_python, run_container, run_native, write_inputs  # noqa: E402
+
+from orchestrator import engine, images  # noqa: E402
+
+GGUF = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+PROMPT = "Once upon a time, in a small village by the sea,"
+SIZE_TARGETS_MB = {("gguf", "cpu"): 350, ("huggingface", "cpu"): 1300, ("unsloth", "cuda"): 9000}
+REBUILD_TARGET_S = 20.0
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env or os.environ.copy(), check=False)
+    return time.perf_counter() - started, proc
+
+
+def last_json(proc: subprocess.CompletedProcess) -> dict[str, Any]:
+    try:
+        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    except (IndexError, json.JSONDecodeError):
+        raise SystemExit(f"command failed ({proc.returncode}): {proc.stderr.strip()[-500:]}") from None
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def alternate(reps: int, sides: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Run each side once per repetition, in turn, so drift on the machine hits all sides alike."""
+    out: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(reps):
+        for name, fn in sides.items():
+            out[name].append(fn())
+    return out
+
+
+def image_site_packages(tag: str) -> Path:
+    """The image's /opt/venv site-packages, copied to the host once per image."""
+    target = ROOT / ".cache" / "bench" / f"site-{tag.replace('/', '_').replace(':', '_')}"
+    if (target / ".complete").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    container = engine.client().containers.create(tag, entrypoint=["true"])
+    try:
+        stream, _ = container.get_archive("/opt/venv/lib/python3.11/site-packages")
+        data = io.BytesIO(b"".join(stream))
+    finally:
+        container.remove(force=True)
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=data) as tar:
+        tar.extractall(tmp, filter="data")
+        shutil.move(str(Path(tmp) / "site-packages"), target)
+    (target / ".complete").touch()
+    return target
+
+
+# -- 1. overhead of `mf run --provider gguf validate` ------------------------------------------
+def bench_overhead(reps: int, gguf_tag: str) -> dict[str, Any]:
+    mf = [sys.executable, "-m", "orchestrator"]
+    native_code = (
+        "import time; t=time.perf_counter()\n"
+        "from providers.gguf import GGUFProvider\n"
+        f"p=GGUFProvider(); p.validate_model_access({str(GGUF)!r}, 'AutoModelForCausalLM')\n"
+        f"p.describe_model({str(GGUF)!r}, 'AutoModelForCausalLM'); print(time.perf_counter()-t)"
+    )
+    site = image_site_packages(gguf_tag)
+    native_env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{site}"}
+    work: list[float] = []
+
+    def native() -> float:
+        seconds, proc = timed([sys.executable, "-c", native_code], native_env)
+        work.append(float(proc.stdout.strip().splitlines()[-1]))
+        return seconds
+
+    runs = alternate(reps, {
+        "mf run validate": lambda: timed([*mf, "run", "--provider", "gguf", "validate", "--model", str(GGUF),
+                                          "--json"])[0],
+        "native validate (python -c)": native,
+        "docker run IMAGE true": lambda: timed(["docker", "run", "--rm", "--network", "none", "--entrypoint",
+                                                "true", gguf_tag])[0],
+        "docker run IMAGE python -c pass": lambda: timed(["docker", "run", "--rm", "--network", "none",
+                                                          "--entrypoint", "python", gguf_tag, "-c", "pass"])[0],
+        "mf --version (CLI start)": lambda: timed([*mf, "--version"])[0],
+    })
+    med = {name: median(values) for name, values in runs.items()}
+    total = med["mf run validate"]
+    parts = {
+        "CLI start (python, click, imports)": med["mf --version (CLI start)"],
+        "engine + container start/stop": med["docker run IMAGE true"],
+        "Python start in the container": med["docker run IMAGE python -c pass"] - med["docker run IMAGE true"],
+        "work (validate + describe)": median(work),
+    }
+    parts["the rest (image check, mounts, event stream)"] = total - sum(parts.values())
+    return {"runs": runs, "median": med, "overhead_s": total - med["native validate (python -c)"],
+            "breakdown_s": parts}
+
+
+# -- 2. gguf generation tokens/s -------------------------------------------------------------
+def bench_gguf_generation(reps: int, gguf_tag: str) -> dict[str, Any]:
+    site = image_site_packages(gguf_tag)
+    code = (
+        "import json\nfrom providers.gguf import GGUFProvider\n"
+        f"p=GGUFProvider(); m=p.load_model({str(GGUF)!r}, 'AutoModelForCausalLM', device_map='cpu')\n"
+        f"t=p.load_tokenizer({str(GGUF)!r})\n"
+        f"print(json.dumps(p.generate(m, t, {PROMPT!r}, max_new_tokens=128, temperature=0.0)))"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{site}"}
+
+    def native() -> float:
+        return float(last_json(timed([sys.executable, "-c", code], env)[1])["tokens_per_second"])
+
+    def container() -> float:
+        proc = timed([sys.executable, "-m", "orchestrator", "run", "--provider", "gguf", "load", "--model", str(GGUF),
+                      "--prompt", PROMPT, "--max-new-tokens", "128", "--json"])[1]
+        return float(last_json(proc)["tokens_per_second"])
+
+    runs = alternate(reps, {"native": native, "container": container})
+    ratio = median(runs["container"]) / median(runs["native"])
+    return {"runs": runs, "ratio": ratio, "target": 0.97}
+
+
+# -- 3. huggingface LoRA training and model load ----------------------------------------------
+def bench_huggingface(reps: int, checkpoint: Path) -> dict[str, Any]:
+    spec = images.image_spec("huggingface", "cpu")
+    python = native_python(spec)
+    steps: dict[str, list[float]] = {"native": [], "container": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data, config, train = write_inputs(work, 20)
+        for rep in range(reps):
+            for side in ("native", "container"):
+                out = work / f"{side}-{rep}"
+                result = (run_native(python, checkpoint, data, train, out) if side == "native"
+                          else run_container(checkpoint, data, config, out))
+                steps[side].append(result["steps"] / result["train_runtime"])
+    load_code = (
+        "import json\nfrom providers.huggingface import HuggingFaceProvider\nimport time\n"
+        "p=HuggingFaceProvider(); t=time.perf_counter()\n"
+        f"m=p.load_model({str(checkpoint)!r}, 'AutoModelForCausalLM', device_map='cpu')\n"
+        f"p.load_tokenizer({str(checkpoint)!r}); print(json.dumps({{'load_seconds': time.perf_counter()-t}}))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    loads = alternate(reps, {
+        "native": lambda: float(last_json(timed([str(python), "-c", load_code], env)[1])["load_seconds"]),
+        "container": lambda: float(last_json(timed([sys.executable, "-m", "orchestrator", "run", "--provider",
+                                                    "huggingface", "load", "--model", str(checkpoint), "--json",
+                                                    "--flavour", "cpu"])[1])["load_seconds"]),
+    })
+    return {
+        "train_steps_per_second": steps,
+        "train_ratio": median(steps["container"]) / median(steps["native"]), "train_target": 0.95,
+        "load_seconds": loads,
+        "load_ratio": median(loads["container"]) / median(loads["native"]), "load_target": 1.05,
+    }
+
+
+# -- 4. images: sizes, cold builds, rebuild after a one-line change ------------------------------
+def bench_images(cold: bool) -> dict[str, Any]:
+    rows = []
+    for (provider, flavour), target in SIZE_TARGETS_MB.items():
+        try:
+            spec = images.image_spec(provider, flavour)
+        except Exception as exc:
+            rows.append({"image": f"{provider} {flavour}", "size_mb": None, "target_mb": target, "note": str(exc)})
+            continue
+        attrs = engine.image_attrs(spec.tag)
+        rows.append({"image": f"{provider} {flavour}", "tag": spec.tag, "target_mb": target,
+                     "size_mb": round(attrs["Size"] / 1e6) if attrs else None,
+                     "note": "" if attrs else "not built"})
+    result: dict[str, Any] = {"sizes": rows, "rebuild_s": {}, "cold_build_s": {}}
+    for provider in ("gguf", "huggingface"):
+        spec = images.image_spec(provider, "cpu")
+        spec.ensure(lambda line: None)
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "providers"
+            shutil.copytree(images.PROVIDERS_SRC, src, ignore=shutil.ignore_patterns("__pycache__"))
+            with (src / "log.py").open("a") as fh:
+                fh.write(f"# bench {time.time()}\n")
+            original, images.PROVIDERS_SRC = images.PROVIDERS_SRC, src
+            try:
+                changed = images.image_spec(provider, "cpu")
+                started = time.perf_counter()
+                changed.build(lambda line: None)
+                result["rebuild_s"][provider] = time.perf_counter() - started
+                engine.client().images.remove(changed.tag, force=True)
+            finally:
+                images.PROVIDERS_SRC = original
+        if cold:
+            started = time.perf_counter()
+            tag = f"modelforge-bench/{provider}:cold"
+            wheels = spec.stage_wheelhouse(lambda line: None)
+            with tempfile.TemporaryDirectory() as tmp:
+                context = Path(tmp) / "context.tar"
+                spec.write_context(wheels, context)
+                args = {"BASE": images.BASE_RUNTIME.tag, "BASE_BUILD": images.BASE_BUILD.tag, "FLAVOUR": "cpu"}
+                with context.open("rb") as fh:
+                    engine.build_image(fh, tag, buildargs=args, labels={}, on_line=lambda line: None, nocache=True)
+            result["cold_build_s"][provider] = time.perf_counter() - started
+            engine.client().images.remove(tag, force=True)
+    return result
+
+
+def status(value: float, target: float, higher_is_better: bool) -> str:
+    ok = value >= target if higher_is_better else value <= target
+    return "meets" if ok else "**misses**"
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = ["| measure | container | native / baseline | ratio or figure | target | |", "|---|---|---|---|---|---|"]
+    ov = report["overhead"]
+    med = ov["median"]
+    lines.append(f"| gguf validate wall time (s) | {med['mf run validate']:.2f} | "
+                 f"{med['native validate (python -c)']:.2f} | +{ov['overhead_s']:.2f} s | - | |")
+    for name, seconds in ov["breakdown_s"].items():
+        lines.append(f"| &nbsp;&nbsp;of which: {name} | {seconds:.2f} s | | | | |")
+    lines.append(f"| bare `docker run IMAGE true` (s) | {med['docker run IMAGE true']:.2f} | | | | |")
+    gen = report["gguf_generation"]
+    lines.append(f"| gguf generation (tokens/s, 128 new) | {median(gen['runs']['container']):.1f} | "
+                 f"{median(gen['runs']['native']):.1f} | {gen['ratio']:.3f} | >= {gen['target']} | "
+                 f"{status(gen['ratio'], gen['target'], True)} |")
+    hf = report["huggingface"]
+    lines.append(f"| LoRA training (steps/s) | {median(hf['train_steps_per_second']['container']):.3f} | "
+                 f"{median(hf['train_steps_per_second']['native']):.3f} | {hf['train_ratio']:.3f} | "
+                 f">= {hf['train_target']} | {status(hf['train_ratio'], hf['train_target'], True)} |")
+    lines.append(f"| model load (s) | {median(hf['load_seconds']['container']):.2f} | "
+                 f"{median(hf['load_seconds']['native']):.2f} | {hf['load_ratio']:.3f} | <= {hf['load_target']} | "
+                 f"{status(hf['load_ratio'], hf['load_target'], False)} |")
+    im = report["images"]
+    for row in im["sizes"]:
+        size = row["size_mb"]
+        lines.append(f"| image size: {row['image']} (MB) | {size if size is not None else '-'} | | | "
+                     f"<= {row['target_mb']} | {status(size, row['target_mb'], False) if size else row['note']} |")
+    for provider, seconds in im["rebuild_s"].items():
+        lines.append(f"| rebuild after a one-line change: {provider} (s) | {seconds:.1f} | | | <= {REBUILD_TARGET_S:g} | "
+                     f"{status(seconds, REBUILD_TARGET_S, False)} |")
+    for provider, seconds in im["cold_build_s"].items():
+        lines.append(f"| cold build (no cache, wheels staged): {provider} (s) | {seconds:.0f} | | | | |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--cold", action="store_true", help="also time no-cache builds (minutes)")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="the SmolLM2 Hugging Face checkpoint")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "bench.json")
+    args = parser.parse_args()
+    gguf_tag = images.image_spec("gguf", "cpu").ensure(lambda line: print(line, file=sys.stderr))
+    images.image_spec("huggingface", "cpu").ensure(lambda line: print(line, file=sys.stderr))
+    report: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "
+                   f"Docker Engine {engine.engine_version()}",
+        "date": time.strftime("%Y-%m-%d"),
+        "reps": args.reps,
+    }
+    print("overhead ...", file=sys.stderr)
+    report["overhead"] = bench_overhead(args.reps, gguf_tag)
+    print("gguf generation ...", file=sys.stderr)
+    report["gguf_generation"] = bench_gguf_generation(args.reps, gguf_tag)
+    print("huggingface train and load ...", file=sys.stderr)
+    report["huggingface"] = bench_huggingface(max(3, args.reps // 2), args.checkpoint.resolve())
+    print("images ...", file=sys.stderr)
+    report["images"] = bench_images(args.cold)
+    report["table"] = table(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"Measured on {report['machine']}, {report['date']}, medians of {args.reps} runs.\n")
+    print(report["table"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
