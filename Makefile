@@ -53,9 +53,12 @@ test-unit: venv model ## Run the tests that need no Docker engine
 bench: venv engine model ## Benchmarks: container vs native, image sizes, rebuild times (table + bench-results/bench.json; BENCH_ARGS=--cold)
 	$(VENV)/bin/python bench/run.py --checkpoint "$$($(VENV)/bin/python scripts/make_hf_checkpoint.py)" $(BENCH_ARGS)
 
-lint: venv ## ruff and mypy
+lint: venv ## ruff, mypy, hadolint (Dockerfiles), shellcheck (scripts), bandit (Python security)
 	$(VENV)/bin/ruff check providers orchestrator tests scripts bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint images/*/Dockerfile
+	$(VENV)/bin/shellcheck scripts/*.sh images/base/*.sh .ci/run
+	$(VENV)/bin/bandit -q -r providers orchestrator -ll
 
 lock-%: venv ## Re-lock an image's requirements, e.g. make lock-gguf
 	cd images/$* && for src in requirements*.in; do \

@@ -10,6 +10,7 @@ import click
 
 from providers.errors import ModelForgeError
 
+from .commands.doctor_cmd import doctor_command
 from .commands.images_cmd import images_group
 from .commands.providers_cmd import providers_command
 from .commands.run_cmd import run_command
@@ -27,6 +28,7 @@ def cli() -> None:
 cli.add_command(run_command)
 cli.add_command(providers_command)
 cli.add_command(images_group)
+cli.add_command(doctor_command)
 
 
 def main() -> None:
@@ -42,6 +44,12 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        # One line, like every other error: what is wrong, then where to look.
+        command = exc.ctx.command_path if exc.ctx else "mf"
+        message = " ".join(exc.format_message().split()).rstrip(".")
+        click.echo(f"Error: {message}. Run `{command} --help` for the options.", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -86,10 +87,13 @@ def build_image(
     tail: list[str] = []
     for chunk in stream:
         if "error" in chunk:
-            detail = chunk["error"].strip()
+            # The engine's error only says a step failed; the cause is in the step's own output.
+            causes = [line.strip() for line in tail[-60:] if line.lstrip().startswith(("ERROR", "error:"))]
+            detail = causes[0] if causes else chunk["error"].strip()
             raise ImageError(
-                f"Building {tag} failed: {detail[-300:]}",
-                "Read the build output above; a hash mismatch means a lock or a wheel was changed.",
+                f"Building {tag} failed: {detail[:300]}",
+                "A hash mismatch means a lock or a staged wheel was changed: re-lock (make lock-NAME) or "
+                "delete .cache/wheelhouse and build again.",
             )
         text = chunk.get("stream", "")
         for line in text.splitlines():
@@ -128,3 +132,23 @@ def gpu_device_requests(gpus: str | None) -> list[Any]:
     if gpus.startswith("device="):
         return [DeviceRequest(device_ids=gpus.removeprefix("device=").split(","), capabilities=[["gpu"]])]
     return [DeviceRequest(count=int(gpus), capabilities=[["gpu"]])]
+
+
+def remove_orphaned_jobs() -> list[str]:
+    """Remove job containers whose `mf` process is gone (killed before it could clean up)."""
+    removed = []
+    for container in client().containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.kind=job"}):
+        labels = container.labels
+        if labels.get(f"{LABEL_PREFIX}.host") != socket.gethostname():
+            continue
+        try:
+            os.kill(int(labels.get(f"{LABEL_PREFIX}.owner-pid", "0")), 0)
+            continue  # its mf is alive
+        except ProcessLookupError:
+            pass
+        except (PermissionError, ValueError):
+            continue
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
+            removed.append(container.name)
+    return removed

@@ -36,6 +36,8 @@ PROVIDERS_SRC = PROJECT_ROOT / "providers"
 BASE_SCRIPT = IMAGES_DIR / "base" / "build-rootfs.sh"
 BUILD_LOCK = "requirements.build.txt"
 REPOSITORY = "modelforge"
+#: CUDA major version -> the oldest Linux driver that runs it (NVIDIA's compatibility table).
+CUDA_DRIVER_FLOORS = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
 
 Progress = Callable[[str], None]
 
@@ -191,7 +193,15 @@ class ImageSpec:
         pins = lock_versions(self.lock)
         return {name: pins[name] for name in _direct_requirements(self.recipe) if name in pins}
 
+    @property
+    def driver_floor(self) -> str | None:
+        """The oldest NVIDIA driver the image's CUDA runtime (from its lock) works with."""
+        pins = lock_versions(self.lock)
+        runtime = next((v for k, v in pins.items() if k.startswith("nvidia-cuda-runtime")), None)
+        return CUDA_DRIVER_FLOORS.get(int(runtime.split(".")[0])) if runtime else None
+
     def labels(self) -> dict[str, str]:
+        extra = {"driver_floor": self.driver_floor} if self.driver_floor else {}
         return engine.project_labels(
             "image",
             provider=self.provider,
@@ -199,6 +209,7 @@ class ImageSpec:
             content_hash=self.content_hash,
             lock_hash=self.lock_hash,
             versions=",".join(f"{k}=={v}" for k, v in self.key_versions.items()),
+            **extra,
         )
 
     # -- building ---------------------------------------------------------------------------
@@ -345,3 +356,50 @@ def image_spec(provider: str, flavour: str | None = None, gpu_host: bool | None 
 
 def label(name: str) -> str:
     return f"{LABEL_PREFIX}.{name}"
+
+
+def all_specs() -> list[ImageSpec]:
+    """Every provider image this installation can build: each registered provider, each flavour."""
+    from providers.provider_factory import available_providers
+
+    return [ImageSpec(name, flavour, recipe_dir(name)) for name in available_providers() for flavour in flavours(name)]
+
+
+def image_rows() -> list[dict[str, object]]:
+    """Status of every provider image: built, stale (an older build exists) or missing."""
+    client = engine.client()
+    project = client.images.list(filters={"label": label("kind") + "=image"})
+    rows: list[dict[str, object]] = []
+    for spec in all_specs():
+        attrs = engine.image_attrs(spec.tag)
+        older = [img for img in project if img.labels.get(label("provider")) == spec.provider
+                 and img.labels.get(label("flavour")) == spec.flavour and spec.tag not in img.tags]
+        status = "built" if attrs else "stale" if older else "missing"
+        rows.append({
+            "provider": spec.provider, "flavour": spec.flavour, "tag": spec.tag, "status": status,
+            "size_mb": round(attrs["Size"] / 1e6) if attrs else None,
+            "created": attrs["Created"][:19] if attrs else None,
+            "lock_hash": spec.lock_hash,
+            "superseded": [t for img in older for t in img.tags],
+        })
+    return rows
+
+
+def prune(progress: Progress) -> list[str]:
+    """Remove the project's images that no current recipe produces (found by label); keep the rest."""
+    client = engine.client()
+    keep = {spec.tag for spec in all_specs()} | {BASE_RUNTIME.tag, BASE_BUILD.tag}
+    removed = []
+    for img in client.images.list(filters={"label": label("kind") + "=image"}) + client.images.list(
+            filters={"label": label("image") + "=base"}):
+        tags = [t for t in img.tags if t.startswith(f"{REPOSITORY}/")]
+        if not tags or any(t in keep for t in tags):
+            continue
+        for tag in tags:
+            try:
+                client.images.remove(tag)
+                removed.append(tag)
+                progress(f"removed {tag}")
+            except Exception as exc:  # in use by a container, for example
+                progress(f"kept {tag}: {exc}")
+    return removed

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ class JobRequest:
     train: dict[str, Any] = field(default_factory=dict)
     resume: bool = False
     overwrite: bool = False
+    memory: str | None = None
 
 
 @dataclass
@@ -248,11 +250,11 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
         options=options,
     )
     environment = {
-        "HOME": "/tmp",
+        "HOME": "/tmp",  # nosec B108
         "HF_HOME": str(HF_HOME),
         "HF_HUB_DISABLE_TELEMETRY": "1",
         # The host's token file is never read inside; a token comes in only as HF_TOKEN with --online.
-        "HF_TOKEN_PATH": "/tmp/.no-hf-token",
+        "HF_TOKEN_PATH": "/tmp/.no-hf-token",  # nosec B108
         "MF_IMAGE": image,
         "MF_LOCK_HASH": spec.lock_hash,
     }
@@ -264,9 +266,20 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
         environment["MF_DEBUG"] = "1"
 
     gpus = request.gpus if request.gpus is not None else ("all" if gpu_host else None)
+    limits: dict[str, Any] = {}
+    if request.memory:
+        limits.update(mem_limit=request.memory, memswap_limit=request.memory)  # no swap: OOM is OOM
+    if gpus:
+        from docker.types import Ulimit
+
+        # what NVIDIA recommends for training in containers: pinned memory and deep stacks
+        limits["ulimits"] = [Ulimit(name="memlock", soft=-1, hard=-1), Ulimit(name="stack", soft=67108864,
+                                                                            hard=67108864)]
+    for name in engine.remove_orphaned_jobs():
+        on_build(f"removed the orphaned job container {name} (its mf was killed)")
     job_dir = Path(tempfile.mkdtemp(prefix="mf-job-"))
     try:
-        os.chmod(job_dir, 0o755)  # noqa: S103 - the job user (another uid) reads the spec; nothing secret
+        os.chmod(job_dir, 0o755)  # nosec B103 # noqa: S103 - the job user (another uid) reads the spec; nothing secret
         spec_file = job_dir / "spec.json"
         spec_file.write_text(job.to_json(), encoding="utf-8")
         os.chmod(spec_file, 0o644)
@@ -282,12 +295,14 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             read_only=True,
-            tmpfs={"/tmp": "rw,nosuid,nodev,size=2g"},
+            tmpfs={"/tmp": "rw,nosuid,nodev,size=2g"},  # nosec B108
             pids_limit=PIDS_LIMIT,
             shm_size="1g",
             device_requests=engine.gpu_device_requests(gpus),
             labels=engine.project_labels("job", provider=provider_name, action=request.action,
-                                         owner_pid=str(os.getpid()), session=os.environ.get("MF_SESSION", "")),
+                                         owner_pid=str(os.getpid()), host=socket.gethostname(),
+                                         session=os.environ.get("MF_SESSION", "")),
+            **limits,
         ) as container:
             return _follow(container, image, on_event)
     finally:

@@ -13,8 +13,9 @@ from rich.table import Table
 from providers.contract import ErrorEvent, LogEvent, MetricEvent, ProgressEvent, ResultEvent, StageEvent, event_payload
 from providers.errors import ModelForgeError
 
-stderr_console = Console(stderr=True, highlight=False)
-stdout_console = Console(highlight=False)
+# Piped output is not cut to 80 columns: tables stay whole for scripts and logs.
+stderr_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+stdout_console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 def format_error(exc: ModelForgeError) -> str:

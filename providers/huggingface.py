@@ -135,7 +135,7 @@ class HuggingFaceProvider(BaseProvider):
         from transformers import AutoConfig
 
         try:
-            return AutoConfig.from_pretrained(
+            return AutoConfig.from_pretrained(  # nosec B615
                 source.location, trust_remote_code=self.trust_remote_code, **source.pretrained_kwargs()
             )
         except (OSError, ValueError) as exc:
@@ -248,7 +248,7 @@ class HuggingFaceProvider(BaseProvider):
 
         source = self.resolve_source(model_id)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(
+            tokenizer = AutoTokenizer.from_pretrained(  # nosec B615
                 source.location, trust_remote_code=self.trust_remote_code, **source.pretrained_kwargs(), **kwargs
             )
         except (OSError, ValueError) as exc:

@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import click
+from rich.table import Table
 
 from providers.provider_factory import available_providers
 
 from .. import images
 from ..render import stderr_console, stdout_console
-from .options import flavour_option
+from .options import flavour_option, json_option
 
 
-@click.group("images")
-def images_group() -> None:
-    """Provider images."""
+@click.group("images", invoke_without_command=True)
+@json_option
+@click.pass_context
+def images_group(ctx: click.Context, as_json: bool) -> None:
+    """Provider images: list them (built / stale / missing), build them, prune superseded ones."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = images.image_rows()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("provider", "flavour", "tag", "status", "size MB", "created", "lock")
+    style = {"built": "green", "stale": "yellow", "missing": "red"}
+    for row in rows:
+        table.add_row(str(row["provider"]), str(row["flavour"]), str(row["tag"]),
+                      f"[{style[str(row['status'])]}]{row['status']}[/]", str(row["size_mb"] or "-"),
+                      str(row["created"] or "-"), str(row["lock_hash"]))
+    stdout_console.print(table)
+
+
+@images_group.command("prune")
+def prune_command() -> None:
+    """Remove the project's images that no current recipe builds (superseded by a newer tag)."""
+    removed = images.prune(lambda line: stderr_console.print(f"[dim]{line}[/]"))
+    stdout_console.print(f"removed {len(removed)} superseded image(s)")
 
 
 @images_group.command("build")

@@ -16,7 +16,7 @@ from .options import ProviderName, flavour_option, json_option, renderer_for
 
 @click.command("run")
 @click.option("--provider", "-p", required=True, type=ProviderName(), help="Provider name (see `mf providers`).")
-@click.argument("action", type=click.Choice(ACTIONS))
+@click.argument("action", type=click.Choice(ACTIONS), metavar="ACTION")
 @click.option("--model", "-m", required=True, help="A model file or folder, or a hub reference org/repo:file.")
 @click.option("--model-class", default=None, help="Model class, e.g. AutoModelForCausalLM.")
 @click.option("--prompt", default=None, help="With load: generate a completion of this prompt.")
@@ -34,12 +34,13 @@ from .options import ProviderName, flavour_option, json_option, renderer_for
 @click.option("--online", is_flag=True, help="Give the container network access (hub downloads; HF_TOKEN).")
 @click.option("--gpus", default=None, metavar="all|N|device=0,1",
               help="GPUs to pass. Default: all when the engine has an NVIDIA runtime.")
+@click.option("--memory", default=None, metavar="SIZE", help="Memory limit for the job container, e.g. 4g.")
 @flavour_option
 @json_option
 def run_command(provider: str, action: str, model: str, model_class: str | None, prompt: str | None,
                 max_new_tokens: int, temperature: float, config_file: Path | None, output: Path | None,
                 dataset: Path | None, resume: bool, overwrite: bool, online: bool, gpus: str | None,
-                flavour: str | None, as_json: bool) -> None:
+                memory: str | None, flavour: str | None, as_json: bool) -> None:
     """Run ACTION (validate, load or train) with a provider, inside its container image.
 
     \b
@@ -69,6 +70,7 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
         dataset=dataset,
         resume=resume,
         overwrite=overwrite,
+        memory=memory,
         **extra,
     )
     renderer = renderer_for(as_json)

@@ -1,0 +1,137 @@
+"""`mf doctor`: is this machine ready to run ModelForge jobs? One check a line, with the fix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from providers.errors import EngineError
+
+from . import engine, images
+from .jobs import hf_cache_dir
+
+DISK_WARN_GB = 30
+DISK_FAIL_GB = 5
+SHM_WARN_GB = 1.0
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | warn | fail | skip
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def check_engine() -> tuple[Check, dict[str, Any] | None]:
+    try:
+        info = engine.client().info()
+        return Check("docker engine", "ok", f"reachable, version {engine.engine_version()}"), info
+    except EngineError as exc:
+        return Check("docker engine", "fail", exc.message, "sudo scripts/ensure-docker.sh (or start Docker)"), None
+
+
+def check_gpus(info: dict[str, Any] | None) -> list[Check]:
+    if info is None:
+        return [Check("nvidia runtime", "skip", "engine not reachable")]
+    if "nvidia" not in (info.get("Runtimes") or {}):
+        return [Check("nvidia runtime", "warn", "absent: jobs use the cpu flavours; GPU-only providers are refused",
+                      "install the NVIDIA Container Toolkit on a GPU host to use GPUs")]
+    checks = [Check("nvidia runtime", "ok", "present")]
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return [*checks, Check("gpus", "warn", "nvidia-smi not found on the host", "install the NVIDIA driver")]
+    out = subprocess.run([smi, "--query-gpu=name,driver_version", "--format=csv,noheader"],  # noqa: S603
+                         capture_output=True, text=True, check=False)
+    gpus = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    if not gpus:
+        return [*checks, Check("gpus", "fail", "nvidia-smi lists no GPU", "check the driver: nvidia-smi")]
+    driver = gpus[0].rsplit(",", 1)[-1].strip()
+    checks.append(Check("gpus", "ok", f"{len(gpus)}: {'; '.join(gpus)}"))
+    for tag, floor in _cuda_floors().items():
+        ok = _version(driver) >= _version(floor)
+        checks.append(Check(f"driver for {tag}", "ok" if ok else "fail",
+                            f"driver {driver}, image needs >= {floor}",
+                            "" if ok else "update the NVIDIA driver"))
+    return checks
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+
+def _cuda_floors() -> dict[str, str]:
+    floors = {}
+    for image in engine.client().images.list(filters={"label": images.label("driver-floor")}):
+        for tag in image.tags:
+            floors[tag] = image.labels[images.label("driver-floor")]
+    return floors
+
+
+def check_disk(info: dict[str, Any] | None) -> Check:
+    root = Path(info.get("DockerRootDir", "/var/lib/docker")) if info else Path("/var/lib/docker")
+    where = root if root.exists() else Path("/")
+    free = shutil.disk_usage(where).free
+    status = "fail" if free < DISK_FAIL_GB * 1e9 else "warn" if free < DISK_WARN_GB * 1e9 else "ok"
+    return Check("disk for images", status, f"{_gb(free)} free at {where}",
+                 "" if status == "ok" else "free space, or `mf images prune` to drop superseded images")
+
+
+SHM = "/dev/shm"  # nosec B108 # noqa: S108 - reading its size, not writing there
+
+
+def check_shm() -> Check:
+    shm = Path(SHM)
+    if not shm.exists():
+        return Check(SHM, "warn", "missing", "mount a tmpfs at /dev/shm")
+    size = shutil.disk_usage(shm).total
+    status = "ok" if size >= SHM_WARN_GB * 1e9 else "warn"
+    return Check(SHM, status, f"{_gb(size)} on the host (jobs get their own 1 GB)",
+                 "" if status == "ok" else "enlarge /dev/shm for data loaders outside containers")
+
+
+def check_hf_cache() -> Check:
+    cache = hf_cache_dir()
+    if not cache.exists():
+        return Check("hf cache", "ok", f"{cache} (not created yet; mf creates it)")
+    uid = os.getuid()
+    foreign = []
+    for n, path in enumerate(cache.rglob("*")):
+        if n > 20000:
+            break
+        try:
+            if path.lstat().st_uid != uid:
+                foreign.append(path)
+        except OSError:
+            continue
+    if foreign and uid != 0:
+        return Check("hf cache", "warn", f"{cache}: {len(foreign)} entries not owned by you (e.g. {foreign[0]})",
+                     f"sudo chown -R {uid}:{os.getgid()} {cache}")
+    return Check("hf cache", "ok", f"{cache}, owned by uid {uid}")
+
+
+def check_token() -> Check:
+    token_file = hf_cache_dir() / "token"
+    if os.environ.get("HF_TOKEN"):
+        return Check("hf token", "ok", "HF_TOKEN is set (passed to jobs only with --online)")
+    if token_file.exists():
+        return Check("hf token", "ok", f"a token file exists in {token_file.parent} (jobs never read it; "
+                     "set HF_TOKEN to pass a token with --online)")
+    return Check("hf token", "warn", "no HF token: gated models cannot be downloaded",
+                 "export HF_TOKEN=... (from your hub account settings)")
+
+
+def run_checks() -> list[Check]:
+    engine_check, info = check_engine()
+    return [engine_check, *check_gpus(info), check_disk(info), check_shm(), check_hf_cache(), check_token()]

@@ -1,0 +1,171 @@
+"""Bad input, case by case: a one-line error that says what to do, a non-zero exit code, no
+traceback, no container left behind (the autouse fixture checks), and no partial output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from providers.contract import EXIT_CODES
+
+from .conftest import mf
+
+Ctx = dict[str, Any]
+
+
+def _dataset(ctx: Ctx, text: str) -> str:
+    path = ctx["tmp"] / "data.jsonl"
+    path.write_text(text)
+    return str(path)
+
+
+def _config(ctx: Ctx, data: Any) -> str:
+    path = ctx["tmp"] / "job.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def _corrupt_checkpoint(ctx: Ctx) -> str:
+    broken = ctx["tmp"] / "broken-model"
+    shutil.copytree(ctx["hf"], broken)
+    with (broken / "model.safetensors").open("r+b") as fh:
+        fh.write(struct.pack("<Q", 10**12))
+    return str(broken)
+
+
+def _finished_run(ctx: Ctx) -> str:
+    out = ctx["tmp"] / "finished"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    return str(out)
+
+
+GOOD_DATA = '{"prompt": "The capital of France is", "completion": " Paris."}\n'
+TRAIN = ["run", "--provider", "huggingface", "train"]
+
+# (id, needs, args, exit kind, what the one line must say)
+CASES: list[tuple[str, tuple[str, ...], Callable[[Ctx], list[str]], str, str]] = [
+    ("unknown provider", (), lambda c: ["run", "--provider", "ggml", "validate", "--model", c["gguf"]],
+     "provider", "Unknown provider: ggml. Available providers: ['gguf', 'huggingface', 'unsloth']"),
+    ("unknown action", (), lambda c: ["run", "--provider", "gguf", "export", "--model", c["gguf"]],
+     "configuration", "Invalid value for 'ACTION': 'export' is not one of 'validate', 'load', 'train'"),
+    ("tokens out of range", (), lambda c: ["run", "-p", "gguf", "load", "--model", c["gguf"], "--max-new-tokens", "0"],
+     "configuration", "Invalid value for '--max-new-tokens'"),
+    ("missing model path", (), lambda c: ["run", "-p", "gguf", "validate", "--model", str(c["tmp"] / "absent.gguf")],
+     "model_access", "Model not found"),
+    ("folder with no config", ("hf_image",), lambda c: ["run", "-p", "huggingface", "validate", "--model", str(c["tmp"])],
+     "model_access", "has no config.json"),
+    ("truncated gguf", ("gguf_image",), lambda c: ["run", "-p", "gguf", "validate", "--model", c["truncated"]],
+     "model_access", "truncated.gguf is truncated"),
+    ("text file named .gguf", ("gguf_image",), lambda c: ["run", "-p", "gguf", "load", "--model", c["text"]],
+     "model_access", "notes.gguf is not a GGUF file"),
+    ("corrupt safetensors header", ("hf",),
+     lambda c: ["run", "-p", "huggingface", "validate", "--model", _corrupt_checkpoint(c)],
+     "model_access", "corrupt safetensors header"),
+    ("unsupported model class", ("hf",),
+     lambda c: ["run", "-p", "huggingface", "validate", "--model", str(c["hf"]), "--model-class", "AutoModelForCTC"],
+     "provider", "does not support model_class 'AutoModelForCTC'"),
+    ("gguf model class", ("gguf_image",),
+     lambda c: ["run", "-p", "gguf", "validate", "--model", c["gguf"], "--model-class", "AutoModelForSeq2SeqLM"],
+     "provider", "Supported: ['AutoModelForCausalLM']"),
+    ("malformed config json", (), lambda c: ["run", "-p", "gguf", "validate", "--model", c["gguf"],
+                                             "--config", _config(c, '{"provider_config": ')],
+     "configuration", "is not valid JSON (line 1"),
+    ("unknown config key", (), lambda c: ["run", "-p", "gguf", "validate", "--model", c["gguf"],
+                                          "--config", _config(c, {"providr_config": {}})],
+     "configuration", "providr_config: Extra inputs are not permitted"),
+    ("hyperparameter out of range", ("hf",),
+     lambda c: [*TRAIN, "--model", str(c["hf"]), "--dataset", _dataset(c, GOOD_DATA), "--output", str(c["out"]),
+                "--config", _config(c, {"train": {"learning_rate": -1}})],
+     "configuration", "train config: learning_rate: Input should be greater than 0"),
+    ("dataset missing", ("hf",),
+     lambda c: [*TRAIN, "--model", str(c["hf"]), "--dataset", str(c["tmp"] / "none.jsonl"), "--output", str(c["out"])],
+     "configuration", "Dataset not found"),
+    ("dataset empty", ("hf",),
+     lambda c: [*TRAIN, "--model", str(c["hf"]), "--dataset", _dataset(c, "\n"), "--output", str(c["out"])],
+     "configuration", "Dataset data.jsonl is empty"),
+    ("dataset bad json line", ("hf",),
+     lambda c: [*TRAIN, "--model", str(c["hf"]), "--dataset", _dataset(c, GOOD_DATA + "{oops\n"), "--output",
+                str(c["out"])],
+     "configuration", "data.jsonl line 2: not valid JSON"),
+    ("dataset missing fields", ("hf",),
+     lambda c: [*TRAIN, "--model", str(c["hf"]), "--dataset", _dataset(c, GOOD_DATA + '{"prompt": "x"}\n'),
+                "--output", str(c["out"])],
+     "configuration", "data.jsonl line 2: missing or empty 'completion'"),
+    ("training without a dataset", ("hf",), lambda c: [*TRAIN, "--model", str(c["hf"]), "--output", str(c["out"])],
+     "configuration", "Training needs a dataset"),
+    ("output folder not writable", ("gguf_image",),
+     lambda c: ["run", "-p", "gguf", "validate", "--model", c["gguf"], "--output", "/proc/mf-output"],
+     "configuration", "Cannot create the output folder /proc/mf-output"),
+    ("output holds a finished run", ("hf",),
+     lambda c: [*TRAIN, "--model", str(c["hf"]), "--dataset", _dataset(c, GOOD_DATA), "--output", _finished_run(c)],
+     "configuration", "already holds a finished run"),
+    ("resume without a checkpoint", ("hf",),
+     lambda c: [*TRAIN, "--model", str(c["hf"]), "--dataset", _dataset(c, GOOD_DATA), "--output", str(c["out"]),
+                "--resume"],
+     "configuration", "--resume found no complete checkpoint"),
+    ("gguf cannot train", (), lambda c: ["run", "-p", "gguf", "train", "--model", c["gguf"]],
+     "unsupported_action", "The gguf provider does not train. Providers that train: ['huggingface', 'unsloth']"),
+    ("image missing and not buildable", (), lambda c: ["run", "-p", "unsloth", "validate", "--model", c["gguf"]],
+     "image", "Provider unsloth has no image recipe yet"),
+    ("docker engine down", (), lambda c: ["run", "-p", "gguf", "validate", "--model", c["gguf"]],
+     "engine", "Cannot reach the Docker engine"),
+    ("unsloth without a gpu", (), lambda c: ["run", "-p", "unsloth", "load", "--model", c["gguf"]],
+     "provider", "The unsloth provider needs an NVIDIA GPU for load"),
+    ("hub id while offline", ("gguf_image",),
+     lambda c: ["run", "-p", "gguf", "validate", "--model", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:x.gguf"],
+     "model_access", "is not in the HF cache and this run is offline"),
+    ("quantization on the cpu", ("hf",),
+     lambda c: ["run", "-p", "huggingface", "load", "--model", str(c["hf"]),
+                "--config", _config(c, {"quantization_config": {"load_in_4bit": True}})],
+     "configuration", "needs a CUDA GPU"),
+    ("remote code without a pinned revision", ("hf",),
+     lambda c: ["run", "-p", "huggingface", "validate", "--model", str(c["hf"]),
+                "--config", _config(c, {"provider_config": {"trust_remote_code": True}})],
+     "configuration", "trust_remote_code runs the model repository's own Python code"),
+    ("model readable only by its owner", ("gguf_image",),
+     lambda c: ["run", "-p", "gguf", "validate", "--model", c["private"]],
+     "model_access", "is readable only by its owner"),
+]
+
+
+@pytest.mark.parametrize(("needs", "make_args", "kind", "message"),
+                         [pytest.param(*case[1:], id=case[0]) for case in CASES])
+def test_bad_input(request: pytest.FixtureRequest, tmp_path: Path, demo_model: Path, truncated_gguf: Path,
+                   text_named_gguf: Path, monkeypatch: pytest.MonkeyPatch, needs: tuple[str, ...],
+                   make_args: Callable[[Ctx], list[str]], kind: str, message: str) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    ctx: Ctx = {"tmp": work, "gguf": str(demo_model), "truncated": str(truncated_gguf), "text": str(text_named_gguf),
+                "out": tmp_path / "out"}
+    for name in needs:
+        ctx[name] = request.getfixturevalue({"hf": "smollm2_hf"}.get(name, name))
+    if request.node.callspec.id == "docker engine down":
+        monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    if request.node.callspec.id == "model readable only by its owner":
+        if os.getuid() != 0:
+            pytest.skip("the job user differs from the owner only when mf runs as root")
+        private = work / "private.gguf"
+        shutil.copyfile(demo_model, private)
+        private.chmod(0o600)
+        ctx["private"] = str(private)
+    before = {p for p in tmp_path.rglob("*")}
+
+    res = mf(*make_args(ctx))
+
+    assert res.code == EXIT_CODES[kind], res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, res.stderr
+    assert message in errors[0]
+    assert "Traceback" not in res.stderr
+    assert res.stdout == ""
+    assert not (tmp_path / "out").exists()
+    created = {p for p in tmp_path.rglob("*")} - before
+    assert not created, f"left behind: {sorted(created)}"

@@ -1,0 +1,95 @@
+"""Day-to-day operation against the real engine: image status and pruning, doctor, out-of-memory
+jobs, orphaned containers of a killed `mf`, and concurrent runs on one HF cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from providers.contract import EXIT_CODES
+
+from .conftest import job_containers, mf
+
+
+def test_images_shows_status_and_prune_drops_only_superseded(gguf_image: str, docker_client: Any) -> None:
+    old_tag = "modelforge/gguf:cpu-000000000000"
+    docker_client.images.get(gguf_image).tag(old_tag)
+    rows = {(r["provider"], r["flavour"]): r for r in json.loads(mf("images", "--json").stdout)}
+    row = rows[("gguf", "cpu")]
+    assert row["status"] == "built" and row["tag"] == gguf_image and row["size_mb"] > 0
+    assert old_tag in row["superseded"]
+    pruned = mf("images", "prune")
+    assert pruned.code == 0, pruned.stderr
+    tags = {t for img in docker_client.images.list(name="modelforge/gguf") for t in img.tags}
+    assert old_tag not in tags and gguf_image in tags
+
+
+def test_doctor_checks_the_engine(gguf_image: str) -> None:
+    res = mf("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(res.stdout)}
+    assert checks["docker engine"]["status"] == "ok" and "version" in checks["docker engine"]["detail"]
+    assert checks["nvidia runtime"]["status"] in {"ok", "warn"}
+    assert {"disk for images", "/dev/shm", "hf cache", "hf token"} <= set(checks)
+    assert res.code == (1 if any(c["status"] == "fail" for c in checks.values()) else 0)
+
+
+def test_an_out_of_memory_job_is_reported_as_such(smollm2_hf: Path) -> None:
+    res = mf("run", "--provider", "huggingface", "load", "--model", str(smollm2_hf), "--memory", "150m")
+    assert res.code == EXIT_CODES["out_of_memory"], res.stderr
+    assert "ran out of memory" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_next_mf_call_removes_the_container_of_a_killed_mf(gguf_image: str, demo_model: Path,
+                                                               docker_client: Any) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", "--provider", "gguf", "load", "--model", str(demo_model),
+         "--prompt", "Tell a long story.", "--max-new-tokens", "4000", "--temperature", "0.8"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(c.status == "running" for c in job_containers(docker_client)):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    orphans = job_containers(docker_client)
+    assert [c.labels["org.modelforge.owner-pid"] for c in orphans] == [str(proc.pid)]
+    res = mf("run", "--provider", "gguf", "validate", "--model", str(demo_model))
+    assert res.code == 0, res.stderr
+    assert f"removed the orphaned job container {orphans[0].name}" in res.stderr
+    assert job_containers(docker_client) == []
+
+
+def _tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file() and not path.is_symlink():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_two_runs_at_once_share_one_cache_without_harm(gguf_image: str, demo_model: Path) -> None:
+    hf_home = Path(os.environ["HF_HOME"])
+    repo = hf_home / "hub" / "models--org--shared-model"
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copyfile(demo_model, repo / "snapshots" / commit / "m.gguf")
+    before = _tree_digest(hf_home)
+    cmd = [sys.executable, "-m", "orchestrator", "run", "--provider", "gguf", "validate", "--model",
+           "org/shared-model:m.gguf", "--json"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for proc, (out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err
+        assert json.loads(out.strip().splitlines()[-1])["parameters"] == 134_515_008
+    assert _tree_digest(hf_home) == before

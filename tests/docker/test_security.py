@@ -1,0 +1,148 @@
+"""Hardened job containers and hash-verified builds, checked from the engine and from inside."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import images
+from providers.errors import ImageError
+
+from .conftest import job_containers
+
+ALLOWED_TARGETS = re.compile(r"^(/models/[^/]+|/cache/huggingface|/job|/output|/data/[^/]+)$")
+SECRET = "hf_modelforge_test_secret_0123456789"
+
+
+def _watch_job(docker_client: Any, args: list[str], env: dict[str, str]) -> tuple[dict[str, Any], str, Any]:
+    """Run `mf` and, while its job container runs, read its settings and /proc/1/status from inside."""
+    seen: dict[str, Any] = {}
+    status: dict[str, str] = {}
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not status:
+            for c in job_containers(docker_client):
+                try:
+                    if c.status != "running":
+                        c.reload()
+                        continue
+                    seen.update(c.attrs)
+                    code, out = c.exec_run(["cat", "/proc/1/status"])
+                    if code == 0:
+                        status["text"] = out.decode()
+                except Exception:
+                    pass
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+    watcher.join()
+    return seen, status.get("text", ""), proc
+
+
+def _field(status: str, name: str) -> str:
+    match = re.search(rf"^{name}:\s*(.*)$", status, re.M)
+    assert match, f"{name} not in /proc/1/status"
+    return match.group(1).strip()
+
+
+@pytest.mark.parametrize("online", [False, True], ids=["offline", "online"])
+def test_a_job_is_unprivileged_isolated_and_keeps_the_token_secret(gguf_image: str, demo_model: Path,
+                                                                    docker_client: Any, online: bool) -> None:
+    env = {**os.environ, "HF_TOKEN": SECRET}
+    args = ["run", "--provider", "gguf", "load", "--model", str(demo_model), "--prompt", "Once upon a time",
+            "--max-new-tokens", "200"] + (["--online"] if online else [])
+    attrs, status, proc = _watch_job(docker_client, args, env)
+    assert proc.returncode == 0, proc.stderr
+
+    uid = "1000" if os.getuid() == 0 else str(os.getuid())
+    assert _field(status, "Uid").split()[0] == uid != "0"
+    assert _field(status, "CapEff") == "0000000000000000"
+    assert _field(status, "NoNewPrivs") == "1"
+
+    host = attrs["HostConfig"]
+    assert host["ReadonlyRootfs"] is True and host["PidsLimit"] > 0 and host["CapDrop"] == ["ALL"]
+    assert host["NetworkMode"] == ("bridge" if online else "none")
+    assert host["Privileged"] is False
+    for mount in host["Mounts"]:
+        assert ALLOWED_TARGETS.match(mount["Target"]), mount
+        assert "docker.sock" not in mount["Source"] and mount["Source"] not in ("/", "/etc", "/root", "/var/run")
+
+    env_in = attrs["Config"]["Env"]
+    assert (f"HF_TOKEN={SECRET}" in env_in) is online  # only an --online job gets the token
+    outside_env = [*attrs["Config"].get("Cmd", []), *(attrs["Config"].get("Entrypoint") or []), attrs["Path"],
+                   *attrs["Args"], *attrs["Config"]["Labels"].values(), proc.stdout, proc.stderr]
+    assert not any(SECRET in str(v) for v in outside_env)
+    history = docker_client.images.get(gguf_image).history()
+    assert SECRET not in str(history) and SECRET not in str(docker_client.images.get(gguf_image).labels)
+
+
+def test_llama_cpp_renders_chat_templates_in_a_sandbox(gguf_image: str, docker_client: Any) -> None:
+    out = docker_client.containers.run(
+        gguf_image, entrypoint=["python", "-c", "import llama_cpp; print(llama_cpp.__version__)"],
+        network_mode="none", remove=True).decode().strip()
+    assert tuple(int(p) for p in out.split(".")[:3]) >= (0, 2, 72)
+
+
+def test_no_provider_code_unpickles_without_weights_only() -> None:
+    for path in (images.PROJECT_ROOT / "providers").rglob("*.py"):
+        for line in path.read_text().splitlines():
+            if "torch.load(" in line:
+                assert "weights_only=True" in line, f"{path.name}: {line.strip()}"
+
+
+def _tiny_recipe(tmp_path: Path) -> Path:
+    """A small real recipe (pydantic only) on the shared locked-venv Dockerfile: quick to build."""
+    recipe = tmp_path / "tiny"
+    recipe.mkdir()
+    shutil.copyfile(images.LOCKED_VENV_DOCKERFILE, recipe / "Dockerfile")
+    (recipe / "requirements.in").write_text("pydantic==2.14.3\n")
+    subprocess.run(["uv", "pip", "compile", "--quiet", "--generate-hashes", "--python-version", "3.11",
+                    "--python-platform", "x86_64-manylinux_2_28", str(recipe / "requirements.in"),
+                    "-o", str(recipe / "requirements.cpu.txt")], check=True)
+    return recipe
+
+
+def test_a_tampered_lock_fails_the_build_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 docker_client: Any) -> None:
+    recipe = _tiny_recipe(tmp_path)
+    lock = recipe / "requirements.cpu.txt"
+    text = lock.read_text()
+    first = re.search(r"--hash=sha256:([0-9a-f]{64})", text)
+    assert first
+    lock.write_text(text.replace(first.group(1), "0" * 64, 1))
+    monkeypatch.setattr(images, "wheelhouse_root", lambda: tmp_path / "wheels")
+    with pytest.raises(ImageError) as info:
+        images.ImageSpec("tiny", "cpu", recipe).build(lambda line: None)
+    assert "Staging the wheels of" in info.value.message and "hash" in info.value.hint
+
+
+def test_a_tampered_wheel_fails_the_build_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  docker_client: Any) -> None:
+    recipe = _tiny_recipe(tmp_path)
+    monkeypatch.setattr(images, "wheelhouse_root", lambda: tmp_path / "wheels")
+    spec = images.ImageSpec("tiny", "cpu", recipe)
+    wheels = spec.stage_wheelhouse(lambda line: None)
+    wheel = next(wheels.glob("pydantic-*.whl"))
+    with wheel.open("ab") as fh:
+        fh.write(b"tampered")
+    try:
+        with pytest.raises(ImageError) as info:
+            spec.build(lambda line: None)
+        assert "DO NOT MATCH THE HASHES" in info.value.message or "hash" in info.value.message.lower()
+        assert not docker_client.images.list(name=spec.tag.split(":")[0])
+    finally:
+        for img in docker_client.images.list(name="modelforge/tiny"):
+            docker_client.images.remove(img.id, force=True)
