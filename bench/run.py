@@ -167,7 +167,9 @@ def bench_huggingface(reps: int, checkpoint: Path) -> dict[str, Any]:
                 steps[side].append(result["steps"] / result["train_runtime"])
     load_code = (
         "import json\nfrom providers.huggingface import HuggingFaceProvider\nimport time\n"
-        "p=HuggingFaceProvider(); t=time.perf_counter()\n"
+        # as the load action does: validate first (it imports transformers), then time the load itself
+        f"p=HuggingFaceProvider(); p.validate_model_access({str(checkpoint)!r}, 'AutoModelForCausalLM')\n"
+        "t=time.perf_counter()\n"
         f"m=p.load_model({str(checkpoint)!r}, 'AutoModelForCausalLM', device_map='cpu')\n"
         f"p.load_tokenizer({str(checkpoint)!r}); print(json.dumps({{'load_seconds': time.perf_counter()-t}}))"
     )

@@ -104,8 +104,11 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _direct_requirements(recipe: Path) -> list[str]:
-    src = recipe / "requirements.in"
+def _direct_requirements(recipe: Path, flavour: str) -> list[str]:
+    """The names a flavour's lock was compiled from (requirements.<flavour>.in, else requirements.in)."""
+    src = recipe / f"requirements.{flavour}.in"
+    if not src.exists():
+        src = recipe / "requirements.in"
     if not src.exists():
         return []
     names = []
@@ -191,7 +194,7 @@ class ImageSpec:
     @property
     def key_versions(self) -> dict[str, str]:
         pins = lock_versions(self.lock)
-        return {name: pins[name] for name in _direct_requirements(self.recipe) if name in pins}
+        return {name: pins[name] for name in _direct_requirements(self.recipe, self.flavour) if name in pins}
 
     @property
     def driver_floor(self) -> str | None:
@@ -343,10 +346,8 @@ def resolve_flavour(provider: str, requested: str | None = None, gpu_host: bool 
     for choice in (["cuda", "cpu"] if gpu_host else ["cpu"]):
         if choice in available:
             return choice
-    raise ImageError(
-        f"Provider {provider} has only the {available} flavour(s), which need an NVIDIA GPU; this engine has none.",
-        "Run on a GPU host with the NVIDIA container runtime.",
-    )
+    # A CUDA image still runs without a GPU (validate, say); jobs that need one are refused before this.
+    return available[0]
 
 
 def image_spec(provider: str, flavour: str | None = None, gpu_host: bool | None = None) -> ImageSpec:

@@ -188,15 +188,18 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
     summary, records = load_dataset_records(Path(options["dataset"]))
     events.stage("dataset", f"{summary.records} records ({summary.format})")
 
+    # The model loads before trl is imported: Unsloth must patch transformers and trl first.
+    events.stage("load", f"loading {job.model}")
+    load_kwargs = provider.training_load_kwargs(config) if hasattr(provider, "training_load_kwargs") else {}
+    model = provider.load_model(job.model, job.model_class, quantization_config=job.quantization_config,
+                                device_map=job.device_map, **load_kwargs)
+    tokenizer = provider.load_tokenizer(job.model, padding_side="right")
+
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    events.stage("load", f"loading {job.model}")
-    model = provider.load_model(job.model, job.model_class, quantization_config=job.quantization_config,
-                                device_map=job.device_map)
-    tokenizer = provider.load_tokenizer(job.model, padding_side="right")
     if summary.format == "messages":
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigurationError("The dataset holds chat messages, but the model's tokenizer has no chat template.",
