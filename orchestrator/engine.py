@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from providers.errors import EngineError, ImageError
 from . import LABEL_PREFIX
 
 _client: Any = None
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def client() -> Any:
@@ -95,7 +97,7 @@ def build_image(
                 "A hash mismatch means a lock or a staged wheel was changed: re-lock (make lock-NAME) or "
                 "delete .cache/wheelhouse and build again.",
             )
-        text = chunk.get("stream", "")
+        text = _ANSI.sub("", chunk.get("stream", ""))  # the classic builder colours a step's stderr
         for line in text.splitlines():
             if line.strip():
                 tail.append(line)

@@ -25,6 +25,7 @@ from providers.contract import (
     OUTPUT_DIR,
     ErrorEvent,
     JobSpec,
+    LogEvent,
     ResultEvent,
     decode_event,
     event_payload,
@@ -276,7 +277,7 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
         limits["ulimits"] = [Ulimit(name="memlock", soft=-1, hard=-1), Ulimit(name="stack", soft=67108864,
                                                                             hard=67108864)]
     for name in engine.remove_orphaned_jobs():
-        on_build(f"removed the orphaned job container {name} (its mf was killed)")
+        on_event(LogEvent(level="warning", message=f"removed the orphaned job container {name} (its mf was killed)"))
     job_dir = Path(tempfile.mkdtemp(prefix="mf-job-"))
     try:
         os.chmod(job_dir, 0o755)  # nosec B103 # noqa: S103 - the job user (another uid) reads the spec; nothing secret

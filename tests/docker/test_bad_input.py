@@ -123,6 +123,9 @@ CASES: list[tuple[str, tuple[str, ...], Callable[[Ctx], list[str]], str, str]] =
     ("hub id while offline", ("gguf_image",),
      lambda c: ["run", "-p", "gguf", "validate", "--model", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:x.gguf"],
      "model_access", "is not in the HF cache and this run is offline"),
+    ("hub model id while offline", ("hf_image",),
+     lambda c: ["run", "-p", "huggingface", "validate", "--model", "HuggingFaceTB/SmolLM2-135M-Instruct"],
+     "model_access", "HuggingFaceTB/SmolLM2-135M-Instruct is not in the HF cache and this run is offline. Add --online"),
     ("quantization on the cpu", ("hf",),
      lambda c: ["run", "-p", "huggingface", "load", "--model", str(c["hf"]),
                 "--config", _config(c, {"quantization_config": {"load_in_4bit": True}})],
@@ -157,9 +160,10 @@ def test_bad_input(request: pytest.FixtureRequest, tmp_path: Path, demo_model: P
         shutil.copyfile(demo_model, private)
         private.chmod(0o600)
         ctx["private"] = str(private)
+    args = make_args(ctx)  # writes the inputs
     before = {p for p in tmp_path.rglob("*")}
 
-    res = mf(*make_args(ctx))
+    res = mf(*args)
 
     assert res.code == EXIT_CODES[kind], res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("Error:")]

@@ -4,15 +4,20 @@ jobs, orphaned containers of a killed `mf`, and concurrent runs on one HF cache.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from providers.contract import EXIT_CODES
 
@@ -21,7 +26,9 @@ from .conftest import job_containers, mf
 
 def test_images_shows_status_and_prune_drops_only_superseded(gguf_image: str, docker_client: Any) -> None:
     old_tag = "modelforge/gguf:cpu-000000000000"
-    docker_client.images.get(gguf_image).tag(old_tag)
+    # an earlier build of the same provider and flavour: another image, with the project's labels
+    docker_client.images.build(fileobj=io.BytesIO(f"FROM {gguf_image}\nLABEL org.modelforge.content-hash=old\n".encode()),
+                               tag=old_tag, network_mode="none", rm=True)
     rows = {(r["provider"], r["flavour"]): r for r in json.loads(mf("images", "--json").stdout)}
     row = rows[("gguf", "cpu")]
     assert row["status"] == "built" and row["tag"] == gguf_image and row["size_mb"] > 0
@@ -93,3 +100,60 @@ def test_two_runs_at_once_share_one_cache_without_harm(gguf_image: str, demo_mod
         assert proc.returncode == 0, err
         assert json.loads(out.strip().splitlines()[-1])["parameters"] == 134_515_008
     assert _tree_digest(hf_home) == before
+
+
+NONROOT_UID = 4242
+
+
+@pytest.fixture(scope="session")
+def nonroot_mf() -> Iterator[Path]:
+    """`mf` installed for an unprivileged user (uid 4242, in the docker group) with the system Python."""
+    if os.getuid() != 0:
+        pytest.skip("creating the unprivileged user needs root")
+    if subprocess.run(["id", "-u", "mftest"], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--uid", str(NONROOT_UID), "--user-group", "--no-create-home", "mftest"], check=True)
+    subprocess.run(["usermod", "-aG", "docker", "mftest"], check=True)
+    # pytest's own temp folders are private to root: this one must be reachable by the user
+    venv = Path(tempfile.mkdtemp(prefix="mf-nonroot-venv-"))
+    venv.chmod(0o755)
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True)
+    # mf runs from a checkout (it reads images/ and providers/ there): a readable copy of one
+    repo, src = Path(__file__).resolve().parents[2], venv / "src"
+    for part in ("orchestrator", "providers", "images", "pyproject.toml", "README.md"):
+        copy = shutil.copytree if (repo / part).is_dir() else shutil.copyfile
+        copy(repo / part, src / part, **({"symlinks": True} if copy is shutil.copytree else {}))
+    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "-e", str(src)],
+                   check=True)
+    for path in [venv, *venv.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | (0o005 if path.is_dir() else 0o004))
+    yield venv / "bin" / "mf"
+    shutil.rmtree(venv, ignore_errors=True)
+
+
+def test_files_a_job_writes_belong_to_the_invoking_user(gguf_image: str, demo_model: Path,
+                                                        nonroot_mf: Path) -> None:
+    home = Path(tempfile.mkdtemp(prefix="mf-nonroot-home-"))
+    model = home / demo_model.name
+    shutil.copyfile(demo_model, model)
+    model.chmod(0o644)
+    os.chown(home, NONROOT_UID, NONROOT_UID)
+    out = home / "out"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "MODELFORGE_LOAD_PLUGINS": "",
+           "MF_SESSION": os.environ["MF_SESSION"]}
+    try:
+        proc = subprocess.run(["setpriv", f"--reuid={NONROOT_UID}", f"--regid={NONROOT_UID}", "--init-groups",
+                               str(nonroot_mf), "run", "--provider", "gguf", "validate", "--model", str(model),
+                               "--output", str(out), "--json"], capture_output=True, text=True, env=env, timeout=300)
+        _check_owned_by_user(proc, home, out)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _check_owned_by_user(proc: subprocess.CompletedProcess, home: Path, out: Path) -> None:
+    assert proc.returncode == 0, proc.stderr
+    result = out / "result.json"
+    assert json.loads(result.read_text())["parameters"] == 134_515_008
+    assert (out.stat().st_uid, result.stat().st_uid, result.stat().st_gid) == (NONROOT_UID,) * 3
+    hf_cache = home / ".cache" / "huggingface"
+    assert hf_cache.is_dir() and hf_cache.stat().st_uid == NONROOT_UID
