@@ -54,6 +54,8 @@ def test_load_without_a_gpu_is_refused_inside_the_container(unsloth_image: str, 
                                                             docker_client: Any, tmp_path: Path) -> None:
     spec = JobSpec(provider="unsloth", action="load", model="/models/m")
     (tmp_path / "spec.json").write_text(spec.to_json())
+    tmp_path.chmod(0o755)  # the image's user reads the spec
+    (tmp_path / "spec.json").chmod(0o644)
     container = docker_client.containers.run(
         unsloth_image, ["/job/spec.json"], detach=True, network_mode="none",
         volumes={str(smollm2_hf): {"bind": "/models/m", "mode": "ro"}, str(tmp_path): {"bind": "/job", "mode": "ro"}},
