@@ -47,7 +47,9 @@ from . import engine, images
 
 #: Who a job runs as when `mf` itself runs as root: the images' unprivileged `mf` user.
 UNPRIVILEGED_UID = 1000
-STOP_GRACE_SECONDS = 10
+#: How long a stopped job may take to exit before it is killed: training saves a checkpoint first.
+STOP_GRACE_SECONDS = {"train": 120}
+DEFAULT_STOP_GRACE_SECONDS = 10
 PIDS_LIMIT = 1024
 
 EventSink = Callable[[Any], None]
@@ -305,14 +307,15 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
                                          session=os.environ.get("MF_SESSION", "")),
             **limits,
         ) as container:
-            return _follow(container, image, on_event)
+            grace = STOP_GRACE_SECONDS.get(request.action, DEFAULT_STOP_GRACE_SECONDS)
+            return _follow(container, image, on_event, grace)
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
         if output is not None:
             _hand_back(output)
 
 
-def _follow(container: Any, image: str, on_event: EventSink) -> dict[str, Any]:
+def _follow(container: Any, image: str, on_event: EventSink, grace: int) -> dict[str, Any]:
     result: dict[str, Any] | None = None
     error: ErrorEvent | None = None
     with _sigterm_as_interrupt():
@@ -331,7 +334,7 @@ def _follow(container: Any, image: str, on_event: EventSink) -> dict[str, Any]:
             status = container.wait()
         except KeyboardInterrupt:
             with contextlib.suppress(Exception):
-                container.stop(timeout=STOP_GRACE_SECONDS)
+                container.stop(timeout=grace)
             raise InterruptedJobError("Stopped: the job was interrupted and its container removed.",
                                       "Run the command again to start over.") from None
     exit_code = int(status.get("StatusCode", -1))
