@@ -119,7 +119,7 @@ def bench_overhead(reps: int, gguf_tag: str) -> dict[str, Any]:
     parts = {
         "CLI start (python, click, imports)": med["mf --version (CLI start)"],
         "engine + container start/stop": med["docker run IMAGE true"],
-        "Python start in the container": med["docker run IMAGE python -c pass"] - med["docker run IMAGE true"],
+        "Python start in the container": max(0.0, med["docker run IMAGE python -c pass"] - med["docker run IMAGE true"]),
         "work (validate + describe)": median(work),
     }
     parts["the rest (image check, mounts, event stream)"] = total - sum(parts.values())

@@ -13,9 +13,9 @@ from orchestrator.engine import gpu_device_requests
     [
         (None, []),
         ("none", []),
-        ("all", [{"Count": -1, "DeviceIDs": None}]),
-        ("2", [{"Count": 2, "DeviceIDs": None}]),
-        ("device=0,1", [{"Count": None, "DeviceIDs": ["0", "1"]}]),
+        ("all", [{"Count": -1, "DeviceIDs": []}]),
+        ("2", [{"Count": 2, "DeviceIDs": []}]),
+        ("device=0,1", [{"Count": 0, "DeviceIDs": ["0", "1"]}]),
     ],
 )
 def test_gpus_option_maps_to_device_requests(gpus: str | None, expected: list[dict]) -> None:

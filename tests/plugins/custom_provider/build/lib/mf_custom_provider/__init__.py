@@ -1,1 +1,0 @@
-"""A ModelForge plugin: the CustomProvider of the provider-system design document."""
