@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,9 @@ class GGUFProvider(BaseProvider):
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
         self.n_ctx = int(self.config.get("n_ctx", 2048))
-        self.n_threads = self.config.get("n_threads")
+        # llama.cpp's own default is half the cores (it assumes hyper-threads): on a 2-core host that
+        # halves generation speed (measured: 50 vs 96 tokens/s). Use every CPU this process may run on.
+        self.n_threads = int(self.config.get("n_threads") or len(os.sched_getaffinity(0)))
         self.seed = int(self.config.get("seed", 0))
         self._readers: dict[Path, Any] = {}
 
@@ -172,6 +175,7 @@ class GGUFProvider(BaseProvider):
                 n_gpu_layers=-1 if gpu else 0,
                 n_ctx=int(kwargs.get("n_ctx", self.n_ctx)),
                 n_threads=kwargs.get("n_threads", self.n_threads),
+                n_threads_batch=kwargs.get("n_threads", self.n_threads),
                 seed=self.seed,
                 verbose=False,
             )
