@@ -45,22 +45,3 @@ class BaseProvider:
 
         raise unsupported_action(self.name, "train", self.actions)
 
-
-class PlannedProvider(BaseProvider):
-    """A registered provider whose image is not part of this release: every call says so."""
-
-    def _not_available(self) -> UnsupportedActionError:
-        return UnsupportedActionError(
-            f"The {self.name} provider has no image in this release of ModelForge.",
-            "Use --provider gguf with a .gguf model, or see `mf providers`.",
-        )
-
-    def load_model(self, model_id: str, model_class: str, quantization_config: Any = None,
-                   device_map: str = "auto", **kwargs: Any) -> Any:
-        raise self._not_available()
-
-    def load_tokenizer(self, model_id: str, **kwargs: Any) -> Any:
-        raise self._not_available()
-
-    def validate_model_access(self, model_id: str, model_class: str) -> bool:
-        raise self._not_available()
