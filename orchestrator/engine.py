@@ -26,8 +26,12 @@ def client() -> Any:
     import docker
     from docker.errors import DockerException
 
+    raw_timeout = os.environ.get("MF_DOCKER_TIMEOUT", "120")
+    if not raw_timeout.isdigit() or int(raw_timeout) < 1:
+        raise EngineError(f"MF_DOCKER_TIMEOUT={raw_timeout!r} is not a number of seconds.",
+                          "Set it to a whole number such as 120, or unset it.")
     try:
-        candidate = docker.from_env(timeout=int(os.environ.get("MF_DOCKER_TIMEOUT", "120")))
+        candidate = docker.from_env(timeout=int(raw_timeout))
         candidate.ping()
     except DockerException as exc:
         reason = str(exc).split("\n")[0]

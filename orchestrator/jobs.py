@@ -215,6 +215,13 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
         options["train"] = check_training_request(request)
 
     gpu_host = engine.has_nvidia_runtime()
+    if request.gpus not in (None, "none") and not gpu_host:
+        raise ConfigurationError(
+            f"--gpus {request.gpus} asks for GPUs, but this Docker engine has no NVIDIA runtime "
+            "(`mf doctor` shows what it found).",
+            "Install the NVIDIA Container Toolkit and restart the engine "
+            "(docs.nvidia.com/datacenter/cloud-native/container-toolkit), or run without --gpus.",
+        )
     if getattr(provider_cls, "requires_gpu", False) and request.action in ("load", "train") and not gpu_host:
         raise ProviderError(
             f"The {provider_name} provider needs an NVIDIA GPU for {request.action}; this Docker engine has no NVIDIA runtime.",

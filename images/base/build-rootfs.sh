@@ -59,6 +59,17 @@ if [ "$variant" = runtime ]; then
   rm -rf "$root"/usr/lib/python3.11/test "$root"/usr/lib/python3.11/idlelib
 fi
 
+# Fit to publish (CIS Docker Benchmark 4.8): no setuid or setgid programs, and no package manager.
+# apt and the dpkg program go; dpkg's database (/var/lib/dpkg/status) stays, less the removed
+# packages, so SBOM tools and vulnerability scanners can still list the Debian packages inside.
+find "$root" -xdev -type f -perm /6000 -exec chmod ug-s {} +
+rm -rf "$root"/usr/bin/apt* "$root"/usr/lib/apt "$root"/etc/apt "$root"/var/lib/apt "$root"/var/cache/apt \
+       "$root"/usr/lib/x86_64-linux-gnu/libapt-* "$root"/usr/bin/dpkg* "$root"/usr/sbin/dpkg* \
+       "$root"/usr/share/dpkg "$root"/etc/dpkg "$root"/var/lib/dpkg/info/apt.* "$root"/var/lib/dpkg/info/dpkg.* \
+       "$root"/var/lib/dpkg/info/libapt-pkg*
+awk -v RS= -v ORS='\n\n' '!/^Package: (apt|dpkg|libapt-pkg[^\n]*)\n/' "$root/var/lib/dpkg/status" >"$root/var/lib/dpkg/status.new"
+mv "$root/var/lib/dpkg/status.new" "$root/var/lib/dpkg/status"
+
 tar -C "$root" --numeric-owner -c . | docker import \
   --change 'ENV LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/home/mf' \
   --change 'USER mf' \

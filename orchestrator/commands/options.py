@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -39,3 +40,38 @@ def flavour_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def renderer_for(as_json: bool) -> JsonRenderer | RichRenderer:
     return JsonRenderer() if as_json else RichRenderer()
+
+
+class MemorySize(click.ParamType):
+    """A container memory limit as docker takes it (``512m``, ``4g``), checked when the line is parsed."""
+
+    name = "memory"
+    _FORM = re.compile(r"^(\d+(?:\.\d+)?)([bkmg]?)$", re.I)
+    _UNIT = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+    #: The engine refuses limits under 6 MiB.
+    MINIMUM = 6 * 1024**2
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        match = self._FORM.match(text)
+        if not match:
+            self.fail(f"{value!r} is not a memory size; use a number with a unit, e.g. --memory 512m or --memory 4g",
+                      param, ctx)
+        size = float(match.group(1)) * self._UNIT[match.group(2).lower()]
+        if size < self.MINIMUM:
+            self.fail(f"{value!r} is below the engine's minimum of 6m; use e.g. --memory 512m or --memory 4g",
+                      param, ctx)
+        return text.lower()
+
+
+class GpuRequest(click.ParamType):
+    """``all``, ``none``, a count (``2``) or device ids (``device=0,1``), as ``docker run --gpus`` takes them."""
+
+    name = "gpus"
+    _DEVICES = re.compile(r"^device=[A-Za-z0-9-]+(,[A-Za-z0-9-]+)*$")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        if text in ("all", "none") or self._DEVICES.match(text) or (text.isdigit() and int(text) >= 1):
+            return text
+        self.fail(f"{value!r} is not a GPU request; use --gpus all, --gpus 2 or --gpus device=0,1", param, ctx)

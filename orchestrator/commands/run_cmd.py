@@ -11,7 +11,7 @@ from providers.contract import ACTIONS
 from providers.schemas import load_job_config
 
 from ..jobs import JobRequest, run_job
-from .options import ProviderName, flavour_option, json_option, renderer_for
+from .options import GpuRequest, MemorySize, ProviderName, flavour_option, json_option, renderer_for
 
 
 @click.command("run")
@@ -32,9 +32,9 @@ from .options import ProviderName, flavour_option, json_option, renderer_for
 @click.option("--resume", is_flag=True, help="With train: continue from the last complete checkpoint in --output.")
 @click.option("--overwrite", is_flag=True, help="With train: replace a finished run in --output.")
 @click.option("--online", is_flag=True, help="Give the container network access (hub downloads; HF_TOKEN).")
-@click.option("--gpus", default=None, metavar="all|N|device=0,1",
+@click.option("--gpus", default=None, type=GpuRequest(), metavar="all|N|device=0,1",
               help="GPUs to pass. Default: all when the engine has an NVIDIA runtime.")
-@click.option("--memory", default=None, metavar="SIZE", help="Memory limit for the job container, e.g. 4g.")
+@click.option("--memory", default=None, type=MemorySize(), metavar="SIZE", help="Memory limit for the job container, e.g. 4g.")
 @flavour_option
 @json_option
 def run_command(provider: str, action: str, model: str, model_class: str | None, prompt: str | None,

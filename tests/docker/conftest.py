@@ -50,6 +50,48 @@ def job_containers(client: Any) -> list[Any]:
     return client.containers.list(all=True, filters={"label": [JOB_LABEL, SESSION_LABEL]})
 
 
+class JobWatcher:
+    """Reads this session's next job container while it exists, without racing it.
+
+    It subscribes to the engine's events before the job starts. On ``create`` the container's
+    settings are read (they are fixed at creation and the container cannot be removed before it has
+    run). On ``start`` the container is paused, so it cannot finish while its PID 1's
+    ``/proc/PID/status`` is read from the host (the kernel's view of its uid, capabilities and
+    no_new_privs), then resumed. A busy machine makes the job slower, never the read shorter.
+    """
+
+    def __init__(self, client: Any) -> None:
+        import threading
+
+        self.attrs: dict[str, Any] = {}
+        self.status = ""
+        self._client = client
+        self._events = client.events(decode=True, filters={
+            "type": "container", "event": ["create", "start"], "label": [JOB_LABEL, SESSION_LABEL]})
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        for event in self._events:
+            container = self._client.containers.get(event["id"])
+            if event.get("status") == "create":
+                self.attrs = container.attrs
+                continue
+            container.pause()
+            try:
+                pid = self._client.api.inspect_container(event["id"])["State"]["Pid"]
+                self.status = Path(f"/proc/{pid}/status").read_text()
+            finally:
+                container.unpause()
+            return
+
+    def close(self) -> dict[str, Any]:
+        self._thread.join(timeout=60)
+        self._events.close()
+        assert self.attrs, "the job container was never created"
+        return self.attrs
+
+
 @pytest.fixture(autouse=True)
 def no_leftover_containers(docker_client: Any):
     yield

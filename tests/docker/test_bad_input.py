@@ -134,6 +134,23 @@ CASES: list[tuple[str, tuple[str, ...], Callable[[Ctx], list[str]], str, str]] =
      lambda c: ["run", "-p", "huggingface", "validate", "--model", str(c["hf"]),
                 "--config", _config(c, {"provider_config": {"trust_remote_code": True}})],
      "configuration", "trust_remote_code runs the model repository's own Python code"),
+    ("memory without a unit", (), lambda c: ["run", "-p", "gguf", "validate", "--model", c["gguf"], "--memory", "abc"],
+     "configuration", "Invalid value for '--memory': 'abc' is not a memory size; use a number with a unit, e.g. --memory 512m"),
+    ("memory below the engine's minimum", (),
+     lambda c: ["run", "-p", "gguf", "validate", "--model", c["gguf"], "--memory", "1k"],
+     "configuration", "'1k' is below the engine's minimum of 6m"),
+    ("gpus not a count", (), lambda c: ["run", "-p", "gguf", "validate", "--model", c["gguf"], "--gpus", "foo"],
+     "configuration", "Invalid value for '--gpus': 'foo' is not a GPU request; use --gpus all, --gpus 2 or --gpus device=0,1"),
+    ("gpus zero", (), lambda c: ["run", "-p", "gguf", "validate", "--model", c["gguf"], "--gpus", "0"],
+     "configuration", "'0' is not a GPU request"),
+    ("gpus on an engine with no nvidia runtime", (),
+     lambda c: ["run", "-p", "gguf", "validate", "--model", c["gguf"], "--gpus", "all"],
+     "configuration", "--gpus all asks for GPUs, but this Docker engine has no NVIDIA runtime"),
+    ("gpus count on an engine with no nvidia runtime", (),
+     lambda c: ["run", "-p", "gguf", "validate", "--model", c["gguf"], "--gpus", "2"],
+     "configuration", "Install the NVIDIA Container Toolkit"),
+    ("docker timeout not a number", (), lambda c: ["run", "-p", "gguf", "validate", "--model", c["gguf"]],
+     "engine", "MF_DOCKER_TIMEOUT='soon' is not a number of seconds"),
     ("model readable only by its owner", ("gguf_image",),
      lambda c: ["run", "-p", "gguf", "validate", "--model", c["private"]],
      "model_access", "is readable only by its owner"),
@@ -153,6 +170,13 @@ def test_bad_input(request: pytest.FixtureRequest, tmp_path: Path, demo_model: P
         ctx[name] = request.getfixturevalue({"hf": "smollm2_hf"}.get(name, name))
     if request.node.callspec.id == "docker engine down":
         monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    if request.node.callspec.id == "docker timeout not a number":
+        monkeypatch.setenv("MF_DOCKER_TIMEOUT", "soon")
+    if "no nvidia runtime" in request.node.callspec.id:
+        from orchestrator import engine
+
+        if engine.has_nvidia_runtime():
+            pytest.skip("this engine has an NVIDIA runtime")
     if request.node.callspec.id == "model readable only by its owner":
         if os.getuid() != 0:
             pytest.skip("the job user differs from the owner only when mf runs as root")

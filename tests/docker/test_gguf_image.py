@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from orchestrator import images
 from providers.contract import EXIT_CODES
 
-from .conftest import job_containers, mf
+from .conftest import JobWatcher, job_containers, mf
 
 PROMPT = "The capital of France is"
 
@@ -137,22 +136,9 @@ def test_a_cached_hub_reference_resolves_offline(gguf_image: str, demo_model: Pa
 
 
 def test_the_job_container_is_locked_down(gguf_image: str, demo_model: Path, docker_client: Any) -> None:
-    seen: dict[str, Any] = {}
-
-    def watch() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not seen:
-            for c in job_containers(docker_client):
-                try:
-                    seen.update(c.attrs)
-                except Exception:
-                    pass
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
+    watcher = JobWatcher(docker_client)
     res = mf("run", "--provider", "gguf", "load", "--model", str(demo_model), "--prompt", PROMPT, "--json")
-    watcher.join()
+    seen = watcher.close()
     assert res.code == 0, res.stderr
     host = seen["HostConfig"]
     assert host["NetworkMode"] == "none"

@@ -7,8 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,39 +15,19 @@ import pytest
 from orchestrator import engine, images
 from providers.errors import ImageError
 
-from .conftest import job_containers
+from .conftest import JobWatcher
 
 ALLOWED_TARGETS = re.compile(r"^(/models/[^/]+|/cache/huggingface|/job|/output|/data/[^/]+)$")
 SECRET = "hf_modelforge_test_secret_0123456789"
 
 
 def _watch_job(docker_client: Any, args: list[str], env: dict[str, str]) -> tuple[dict[str, Any], str, Any]:
-    """Run `mf` and, while its job container runs, read its settings and /proc/1/status from inside."""
-    seen: dict[str, Any] = {}
-    status: dict[str, str] = {}
-
-    def watch() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not status:
-            for c in job_containers(docker_client):
-                try:
-                    if c.status != "running":
-                        c.reload()
-                        continue
-                    seen.update(c.attrs)
-                    code, out = c.exec_run(["cat", "/proc/1/status"])
-                    if code == 0:
-                        status["text"] = out.decode()
-                except Exception:
-                    pass
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
+    """Run `mf` and read its job container's settings and /proc/1/status (see JobWatcher: it cannot miss)."""
+    watcher = JobWatcher(docker_client)
     proc = subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True, env=env,
                           timeout=300)
-    watcher.join()
-    return seen, status.get("text", ""), proc
+    attrs = watcher.close()
+    return attrs, watcher.status, proc
 
 
 def _field(status: str, name: str) -> str:
@@ -109,7 +87,9 @@ def _tiny_recipe(tmp_path: Path) -> Path:
     recipe.mkdir()
     shutil.copyfile(images.LOCKED_VENV_DOCKERFILE, recipe / "Dockerfile")
     (recipe / "requirements.in").write_text("pydantic==2.14.3\n")
-    subprocess.run(["uv", "pip", "compile", "--quiet", "--generate-hashes", "--python-version", "3.11",
+    # uv is a dev dependency: it lives beside the interpreter running the tests, not on PATH.
+    uv = Path(sys.executable).parent / "uv"
+    subprocess.run([str(uv), "pip", "compile", "--quiet", "--generate-hashes", "--python-version", "3.11",
                     "--python-platform", "x86_64-manylinux_2_28", str(recipe / "requirements.in"),
                     "-o", str(recipe / "requirements.cpu.txt")], check=True)
     return recipe
