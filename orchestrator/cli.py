@@ -14,7 +14,6 @@ from .commands.doctor_cmd import doctor_command
 from .commands.images_cmd import images_group
 from .commands.providers_cmd import providers_command
 from .commands.run_cmd import run_command
-from .render import JsonRenderer, RichRenderer
 
 DEBUG_ENV = "MF_DEBUG"
 
@@ -37,6 +36,8 @@ def main() -> None:
     except ModelForgeError as exc:
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
+        from .render import JsonRenderer, RichRenderer
+
         as_json = "--json" in sys.argv[1:]
         if not (as_json and exc.reported):
             (JsonRenderer() if as_json else RichRenderer()).on_error(exc)

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import tempfile
 import tomllib
@@ -35,11 +36,29 @@ LOCKED_VENV_DOCKERFILE = IMAGES_DIR / "locked-venv" / "Dockerfile"
 PROVIDERS_SRC = PROJECT_ROOT / "providers"
 BASE_SCRIPT = IMAGES_DIR / "base" / "build-rootfs.sh"
 BUILD_LOCK = "requirements.build.txt"
+#: A recipe's optional script, run once at build with bytecode writing on (see images/locked-venv/Dockerfile).
+WARM_IMPORTS = "warm-imports.py"
 REPOSITORY = "modelforge"
 #: CUDA major version -> the oldest Linux driver that runs it (NVIDIA's compatibility table).
 CUDA_DRIVER_FLOORS = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
 
 Progress = Callable[[str], None]
+
+
+def sbom_root() -> Path:
+    """Where each image's SBOM is kept, named by its content tag: $MF_SBOM_DIR, else ~/.cache/modelforge/sbom."""
+    if os.environ.get("MF_SBOM_DIR"):
+        return Path(os.environ["MF_SBOM_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "modelforge" / "sbom"
+
+
+def syft_path() -> Path | None:
+    """syft, from where this installation put it (the ``sbom`` extra), never from whatever PATH holds."""
+    for folder in (Path(sysconfig.get_path("scripts")), Path(sys.executable).parent):
+        candidate = folder / "syft"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 def wheelhouse_root() -> Path:
@@ -165,6 +184,12 @@ class ImageSpec:
     def locks(self) -> list[Path]:
         return [self.lock] + ([self.build_lock] if self.build_lock else [])
 
+    @property
+    def warm_imports(self) -> bytes:
+        """The recipe's warm-imports.py, or nothing (the Dockerfile then skips the step)."""
+        path = self.recipe / WARM_IMPORTS
+        return path.read_bytes() if path.exists() else b""
+
     @cached_property
     def lock_hash(self) -> str:
         return _sha256(*(p.read_bytes() for p in self.locks))[:12]
@@ -182,7 +207,7 @@ class ImageSpec:
     @cached_property
     def content_hash(self) -> str:
         parts: list[bytes] = [self.provider.encode(), self.flavour.encode(), self.dockerfile.read_bytes()]
-        parts += [p.read_bytes() for p in self.locks]
+        parts += [p.read_bytes() for p in self.locks] + [self.warm_imports]
         parts += [name.encode() + b"\0" + data for name, data in sorted(self._app_files().items())]
         parts += [BASE_RUNTIME.tag.encode()] + ([BASE_BUILD.tag.encode()] if self.uses_build_base else [])
         return _sha256(*parts)
@@ -260,6 +285,7 @@ class ImageSpec:
             add(tar, "Dockerfile", self.dockerfile.read_bytes())
             for lock in self.locks:
                 add(tar, lock.name, lock.read_bytes())
+            add(tar, WARM_IMPORTS, self.warm_imports)
             for wheel in sorted(wheels.iterdir()):
                 if wheel.is_file() and not wheel.name.startswith("."):
                     add(tar, f"wheels/{wheel.name}", path=wheel)
@@ -285,12 +311,49 @@ class ImageSpec:
                     labels=self.labels(),
                     on_line=progress,
                 )
+        if syft_path() is not None:
+            self.write_sbom(progress)
+        else:
+            progress("no SBOM written: syft is not installed beside mf (pip install 'modelforge[sbom]')")
         return self.tag
 
     def ensure(self, progress: Progress) -> str:
         if engine.image_exists(self.tag):
             return self.tag
         return self.build(progress)
+
+    # -- the SBOM ---------------------------------------------------------------------------
+    @property
+    def sbom_path(self) -> Path:
+        return sbom_root() / self.provider / f"{self.flavour}-{self.content_hash[:12]}.cdx.json"
+
+    def write_sbom(self, progress: Progress) -> Path:
+        """A CycloneDX SBOM made by syft from the built image itself (offline), kept under its content tag."""
+        syft = syft_path()
+        if syft is None:
+            raise ImageError("syft is not installed beside mf, so no SBOM can be made.",
+                             "Install the sbom extra (pip install 'modelforge[sbom]'), then run `mf images sbom` again.")
+        if not engine.image_exists(self.tag):
+            raise ImageError(f"{self.tag} is not built.", f"Build it first: mf images build {self.provider}.")
+        target = self.sbom_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        progress(f"writing the SBOM of {self.tag} (syft)")
+        env = {**os.environ, "SYFT_CHECK_FOR_APP_UPDATE": "false"}
+        proc = subprocess.run(  # noqa: S603 - syft from our own installation, fixed arguments
+            [str(syft), "scan", f"docker:{self.tag}", "-q", "-o", f"cyclonedx-json={partial}"],
+            capture_output=True, text=True, check=False, env=env,
+        )
+        if proc.returncode != 0 or not partial.exists():
+            partial.unlink(missing_ok=True)
+            tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
+            raise ImageError(f"syft could not make the SBOM of {self.tag}: {tail[:300]}")
+        os.replace(partial, target)
+        return target
+
+    def sbom(self, progress: Progress) -> Path:
+        """The image's SBOM, made now if it was not made at build."""
+        return self.sbom_path if self.sbom_path.exists() else self.write_sbom(progress)
 
 
 def recipe_dir(provider: str) -> Path:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from providers.contract import ErrorEvent, LogEvent, MetricEvent, ProgressEvent, ResultEvent, StageEvent, event_payload
 from providers.errors import ModelForgeError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from providers.contract import ProgressEvent
+
+# The event classes (pydantic) and rich's progress and table modules load when the first event
+# or table is shown, not when `mf` starts: `mf --help` and `mf providers` stay fast.
 
 # Piped output is not cut to 80 columns: tables stay whole for scripts and logs.
 stderr_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
@@ -28,12 +33,16 @@ class JsonRenderer:
     """Every event as one JSON line on stdout; build output on stderr."""
 
     def on_event(self, event: Any) -> None:
+        from providers.contract import event_payload
+
         print(json.dumps(event_payload(event), ensure_ascii=False), flush=True)
 
     def on_build(self, line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     def on_error(self, exc: ModelForgeError) -> None:
+        from providers.contract import ErrorEvent, event_payload
+
         payload = event_payload(ErrorEvent(kind=exc.kind, message=exc.message, hint=exc.hint))
         print(json.dumps(payload, ensure_ascii=False), flush=True)
 
@@ -48,6 +57,8 @@ class RichRenderer:
 
     def _bar(self, event: ProgressEvent) -> None:
         if self._progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
             self._progress = Progress(
                 TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                 TextColumn("{task.fields[message]}"), console=stderr_console, transient=False,
@@ -63,6 +74,8 @@ class RichRenderer:
             self._progress, self._task = None, None
 
     def on_event(self, event: Any) -> None:
+        from providers.contract import LogEvent, MetricEvent, ProgressEvent, ResultEvent, StageEvent, event_payload
+
         if not isinstance(event, ProgressEvent | MetricEvent | LogEvent):
             self._end_bar()
         if isinstance(event, StageEvent):
@@ -95,6 +108,8 @@ class RichRenderer:
 
     @staticmethod
     def show_result(payload: dict[str, Any]) -> None:
+        from rich.table import Table
+
         table = Table(show_header=False, box=None, pad_edge=False)
         table.add_column(style="bold")
         table.add_column(overflow="fold")

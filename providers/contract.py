@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from .errors import ERROR_CLASSES, ConfigurationError
 
 CONTRACT_VERSION = 1
-ACTIONS = ("validate", "load", "train")
 
 # Where things live inside a job container.
 JOB_DIR = PurePosixPath("/job")

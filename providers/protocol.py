@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 PROTOCOL_METHODS = ("load_model", "load_tokenizer", "validate_model_access", "get_provider_name")
+#: What a job can ask a provider to do (a provider lists the ones it supports in ``actions``).
+ACTIONS = ("validate", "load", "train")
 
 
 @runtime_checkable

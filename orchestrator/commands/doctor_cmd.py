@@ -7,8 +7,6 @@ import sys
 
 import click
 
-from ..doctor import run_checks
-from ..render import stdout_console
 from .options import json_option
 
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
@@ -18,6 +16,9 @@ STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 @json_option
 def doctor_command(as_json: bool) -> None:
     """Check that this machine can run ModelForge jobs; each line says what to fix."""
+    from ..doctor import run_checks
+    from ..render import stdout_console
+
     checks = run_checks()
     if as_json:
         click.echo(json.dumps([c.as_dict() for c in checks], indent=2))

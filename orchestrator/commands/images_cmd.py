@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
+from pathlib import Path
 
 import click
-from rich.table import Table
 
-from providers.provider_factory import available_providers
-
-from .. import images
-from ..render import stderr_console, stdout_console
 from .options import flavour_option, json_option
 
 
@@ -22,6 +20,11 @@ def images_group(ctx: click.Context, as_json: bool) -> None:
     """Provider images: list them (built / stale / missing), build them, prune superseded ones."""
     if ctx.invoked_subcommand is not None:
         return
+    from rich.table import Table
+
+    from .. import images
+    from ..render import stdout_console
+
     rows = images.image_rows()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -38,6 +41,9 @@ def images_group(ctx: click.Context, as_json: bool) -> None:
 @images_group.command("prune")
 def prune_command() -> None:
     """Remove the project's images that no current recipe builds (superseded by a newer tag)."""
+    from .. import images
+    from ..render import stderr_console, stdout_console
+
     removed = images.prune(lambda line: stderr_console.print(f"[dim]{line}[/]"))
     stdout_console.print(f"removed {len(removed)} superseded image(s)")
 
@@ -50,6 +56,10 @@ def build_command(name: str | None, build_all: bool, flavour: str | None) -> Non
     """Build the image of provider NAME (or `base` for the base images)."""
     if not name and not build_all:
         raise click.UsageError("Name a provider (see `mf providers`), `base`, or pass --all.")
+    from providers.provider_factory import available_providers
+
+    from .. import images
+    from ..render import stderr_console, stdout_console
 
     def progress(line: str) -> None:
         stderr_console.print(f"[dim]{line}[/]", soft_wrap=True)
@@ -65,3 +75,29 @@ def build_command(name: str | None, build_all: bool, flavour: str | None) -> Non
         spec = images.image_spec(provider.lower(), flavour)
         tag = spec.ensure(progress)
         stdout_console.print(f"{tag}  ({time.monotonic() - started:.1f} s)")
+
+
+@images_group.command("sbom")
+@click.argument("name")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the SBOM to this file instead of printing it.")
+@flavour_option
+def sbom_command(name: str, output: Path | None, flavour: str | None) -> None:
+    """Print (or write) the CycloneDX SBOM of provider NAME's image, made by syft from the image."""
+    from .. import images
+    from ..render import stderr_console
+
+    spec = images.image_spec(name.lower(), flavour)
+    path = spec.sbom(lambda line: stderr_console.print(f"[dim]{line}[/]", soft_wrap=True))
+    if output is None:
+        click.echo(path.read_text(), nl=False)
+        return
+    output = output.expanduser()
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        shutil.copyfile(path, partial)
+        os.replace(partial, output)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise click.UsageError(f"Cannot write {output}: {exc.strerror}") from None
+    stderr_console.print(f"wrote {output}")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.shell_completion import CompletionItem
 
-from providers.provider_factory import available_providers
-
-from ..render import JsonRenderer, RichRenderer
+if TYPE_CHECKING:
+    from ..render import JsonRenderer, RichRenderer
 
 
 class ProviderName(click.ParamType):
@@ -21,9 +20,13 @@ class ProviderName(click.ParamType):
     name = "provider"
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        from providers.provider_factory import available_providers
+
         return "[" + "|".join(available_providers()) + "]"
 
     def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        from providers.provider_factory import available_providers
+
         return [CompletionItem(name) for name in available_providers() if name.startswith(incomplete.lower())]
 
 
@@ -39,6 +42,8 @@ def flavour_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def renderer_for(as_json: bool) -> JsonRenderer | RichRenderer:
+    from ..render import JsonRenderer, RichRenderer
+
     return JsonRenderer() if as_json else RichRenderer()
 
 

@@ -6,17 +6,16 @@ import json
 from typing import Any
 
 import click
-from rich.table import Table
 
-from providers.errors import EngineError, ImageError
-from providers.provider_factory import PLUGIN_ERRORS, PROVIDER_ORIGINS, PROVIDER_REGISTRY, available_providers
-
-from .. import engine, images
-from ..render import stdout_console
 from .options import json_option
 
 
 def provider_rows() -> list[dict[str, Any]]:
+    from providers.errors import EngineError, ImageError
+    from providers.provider_factory import PLUGIN_ERRORS, PROVIDER_ORIGINS, PROVIDER_REGISTRY, available_providers
+
+    from .. import engine, images
+
     try:
         gpu_host: bool | None = engine.has_nvidia_runtime()
     except EngineError:
@@ -56,6 +55,10 @@ def providers_command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    from rich.table import Table
+
+    from ..render import stdout_console
+
     table = Table("provider", "actions", "image", "built", "note")
     for row in rows:
         built = {True: "[green]yes[/]", False: "[yellow]no[/]", None: "-"}[row["built"]]

@@ -7,10 +7,8 @@ from typing import Any
 
 import click
 
-from providers.contract import ACTIONS
-from providers.schemas import load_job_config
+from providers.protocol import ACTIONS
 
-from ..jobs import JobRequest, run_job
 from .options import GpuRequest, MemorySize, ProviderName, flavour_option, json_option, renderer_for
 
 
@@ -50,6 +48,10 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
 
     A --config file is JSON: {"provider_config": {...}, "model_class": "...", "train": {"max_steps": 10, ...}}.
     """
+    from providers.schemas import load_job_config
+
+    from ..jobs import JobRequest, run_job
+
     config = load_job_config(config_file) if config_file else None
     extra: dict[str, Any] = {}
     if config is not None:
