@@ -41,9 +41,10 @@ from providers.errors import (
 )
 from providers.hub import parse_hub_reference
 from providers.provider_factory import get_provider_class
-from providers.training import TrainConfig, check_output_folder, load_dataset_records
+from providers.runtime import STOP_ON_STDIN_EOF_ENV
+from providers.training import TrainConfig, check_output_folder, estimate_training_bytes, load_dataset_records
 
-from . import engine, images
+from . import engine, images, runstate
 
 #: Who a job runs as when `mf` itself runs as root: the images' unprivileged `mf` user.
 UNPRIVILEGED_UID = 1000
@@ -137,8 +138,9 @@ def check_training_request(request: JobRequest) -> dict[str, Any]:
     if request.output is None:
         raise ConfigurationError("Training needs an output folder.", "Pass --output DIR.")
     config = TrainConfig.parse(request.train)
-    load_dataset_records(request.dataset.expanduser())
+    summary, _ = load_dataset_records(request.dataset.expanduser())
     check_output_folder(request.output.expanduser(), resume=request.resume, overwrite=request.overwrite)
+    check_output_space(request, config, summary.records)
     return config.model_dump()
 
 
@@ -149,7 +151,7 @@ def _job_user() -> tuple[int, int]:
     return uid, gid
 
 
-def _prepare_output(output: Path, uid: int, gid: int) -> Path:
+def _make_output(output: Path) -> Path:
     output = output.expanduser().absolute()
     try:
         output.mkdir(parents=True, exist_ok=True)
@@ -159,21 +161,40 @@ def _prepare_output(output: Path, uid: int, gid: int) -> Path:
     if not os.access(output, os.W_OK):
         raise ConfigurationError(f"The output folder {output} is not writable.",
                                  "Pick a folder you can write to with --output.")
-    if os.getuid() == 0:
-        # The unprivileged job user writes here, and reads its earlier checkpoints on --resume;
-        # everything is handed back to root when the job ends.
-        for path in [output, *output.rglob("*")]:
-            os.lchown(path, uid, gid)
     return output
 
 
-def _hand_back(output: Path) -> None:
-    """After a job run for root: give root back the output folder and what the job wrote in it."""
-    if os.getuid() != 0:
-        return
-    for path in [output, *output.rglob("*")]:
-        with contextlib.suppress(OSError):
-            os.lchown(path, 0, 0)
+def _give_to_job(output: Path, uid: int, gid: int) -> None:
+    """When mf runs as root the unprivileged job user writes here, and reads its earlier checkpoints
+    on --resume; everything is handed back to root when the job ends (or by the next mf, if this one dies)."""
+    if os.getuid() == 0:
+        runstate.hand_back(output, uid, gid)
+
+
+def _free_bytes(path: Path) -> int:
+    probe = path.expanduser().absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def check_output_space(request: JobRequest, config: TrainConfig, records: int) -> None:
+    """Refuse a training run whose checkpoints and adapter cannot fit, before any container starts."""
+    assert request.output is not None
+    model = Path(request.model).expanduser()
+    need = estimate_training_bytes(model if model.is_dir() else None, config, records)
+    free = _free_bytes(request.output)
+    if need["total"] > free:
+        raise ConfigurationError(
+            f"Not enough space for the run in {request.output}: it needs about {_mb(need['total'])} "
+            f"({need['checkpoints']} checkpoint(s) of {_mb(need['checkpoint'])} and a {_mb(need['adapter'])} adapter), "
+            f"and {_mb(free)} are free.",
+            "Free some space, pick another --output, or raise save_steps in the train config.",
+        )
 
 
 def _iter_lines(chunks: Iterator[bytes]) -> Iterator[str]:
@@ -232,13 +253,34 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
     image = spec.ensure(on_build)
 
     uid, gid = _job_user()
+    for folder in runstate.recover_abandoned_outputs():
+        on_event(LogEvent(level="warning", message=f"handed {folder} back to its owner (the mf running its job was killed)"))
     mounts = [model_mount] if model_mount is not None else []
     hf_home = hf_cache_dir()
     hf_home.mkdir(parents=True, exist_ok=True)
     mounts.append(_bind(hf_home, str(HF_HOME), read_only=not request.online))
-    output = _prepare_output(request.output, uid, gid) if request.output is not None else None
-    if output is not None:
-        mounts.append(_bind(output, str(OUTPUT_DIR), read_only=False))
+    output = _make_output(request.output) if request.output is not None else None
+    with contextlib.ExitStack() as held:
+        if output is not None:
+            lock = runstate.OutputLock(output).acquire({"provider": provider_name, "action": request.action})
+            held.callback(lock.release)
+            if lock.recovered:
+                on_event(LogEvent(level="warning", message=(
+                    f"took over {output.name}'s lock from a run that ended without releasing it "
+                    f"(mf pid {lock.recovered.get('pid')} on {lock.recovered.get('host')})")))
+            if os.getuid() == 0:
+                held.enter_context(runstate.handback_record(output, 0, 0))
+                held.callback(runstate.hand_back, output, 0, 0)
+                _give_to_job(output, uid, gid)
+            mounts.append(_bind(output, str(OUTPUT_DIR), read_only=False))
+        return _run_container(request, provider_name, spec, image, model_in_container, mounts, options, gpu_host,
+                              uid, gid, output, on_event, lock if output is not None else None)
+
+
+def _run_container(request: JobRequest, provider_name: str, spec: images.ImageSpec, image: str,
+                   model_in_container: str, mounts: list[Any], options: dict[str, Any], gpu_host: bool,
+                   uid: int, gid: int, output: Path | None, on_event: EventSink,
+                   lock: runstate.OutputLock | None) -> dict[str, Any]:
     if request.action == "train" and request.dataset is not None:
         dataset = request.dataset.expanduser().resolve()
         mounts.append(_bind(dataset, f"{DATA_DIR}/{dataset.name}", read_only=True))
@@ -267,6 +309,8 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
         "HF_TOKEN_PATH": "/tmp/.no-hf-token",  # nosec B108
         "MF_IMAGE": image,
         "MF_LOCK_HASH": spec.lock_hash,
+        # mf holds the job's stdin open while it follows the job: if mf dies, the job stops itself
+        STOP_ON_STDIN_EOF_ENV: "1",
     }
     if not request.online:
         environment["HF_HUB_OFFLINE"] = "1"
@@ -296,6 +340,7 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
         mounts.append(_bind(job_dir, str(JOB_DIR), read_only=True))
         with engine.job_container(
             image,
+            attach_stdin=True,
             command=[str(JOB_SPEC_PATH)],
             user=f"{uid}:{gid}",
             environment=environment,
@@ -314,19 +359,22 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
                                          session=os.environ.get("MF_SESSION", "")),
             **limits,
         ) as container:
+            if lock is not None:
+                lock.update(job=container.name)
             grace = STOP_GRACE_SECONDS.get(request.action, DEFAULT_STOP_GRACE_SECONDS)
             return _follow(container, image, on_event, grace)
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
-        if output is not None:
-            _hand_back(output)
 
 
 def _follow(container: Any, image: str, on_event: EventSink, grace: int) -> dict[str, Any]:
     result: dict[str, Any] | None = None
     error: ErrorEvent | None = None
-    with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt(), contextlib.ExitStack() as held:
         try:
+            # Held until mf returns or dies: its end is the job's signal to stop (see providers.runtime).
+            stdin = container.attach_socket(params={"stdin": 1, "stream": 1})
+            held.callback(stdin.close)
             container.start()
             for line in _iter_lines(container.logs(stdout=True, stderr=False, stream=True, follow=True)):
                 try:

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from types import FrameType
@@ -23,6 +24,8 @@ from .events import EventLogHandler, EventWriter
 from .log import logger
 
 DEBUG_ENV = "MF_DEBUG"
+#: Set by `mf` when it holds the job's stdin open for the run's life (an attached run).
+STOP_ON_STDIN_EOF_ENV = "MF_STOP_ON_STDIN_EOF"
 
 
 def _private_stdout() -> Any:
@@ -36,6 +39,22 @@ def _private_stdout() -> Any:
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def _stop_when_stdin_closes() -> None:
+    """`mf` keeps the job's stdin open while it follows the job; its end means `mf` is gone (killed, its
+    machine lost): stop as for SIGTERM, so a training job saves a checkpoint and nothing runs unattended."""
+
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        logger.warning("mf stopped following this job (its input closed): stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="mf-stdin-watch", daemon=True).start()
 
 
 def _write_result_file(output_dir: str, payload: dict[str, Any]) -> None:
@@ -61,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     logger.addHandler(EventLogHandler(events))
     logger.setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if os.environ.get(STOP_ON_STDIN_EOF_ENV) == "1":
+        _stop_when_stdin_closes()
     provider_name, action = "?", "?"
     try:
         try:

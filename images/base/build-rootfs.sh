@@ -62,12 +62,20 @@ fi
 # Fit to publish (CIS Docker Benchmark 4.8): no setuid or setgid programs, and no package manager.
 # apt and the dpkg program go; dpkg's database (/var/lib/dpkg/status) stays, less the removed
 # packages, so SBOM tools and vulnerability scanners can still list the Debian packages inside.
+# The runtime variant also drops the wheels behind ensurepip (pip, setuptools): nothing installs
+# packages at run time. Builder stages make their venvs on the build variant, which keeps them.
 find "$root" -xdev -type f -perm /6000 -exec chmod ug-s {} +
+removed='apt|dpkg|libapt-pkg[^\n]*'
 rm -rf "$root"/usr/bin/apt* "$root"/usr/lib/apt "$root"/etc/apt "$root"/var/lib/apt "$root"/var/cache/apt \
        "$root"/usr/lib/x86_64-linux-gnu/libapt-* "$root"/usr/bin/dpkg* "$root"/usr/sbin/dpkg* \
        "$root"/usr/share/dpkg "$root"/etc/dpkg "$root"/var/lib/dpkg/info/apt.* "$root"/var/lib/dpkg/info/dpkg.* \
        "$root"/var/lib/dpkg/info/libapt-pkg*
-awk -v RS= -v ORS='\n\n' '!/^Package: (apt|dpkg|libapt-pkg[^\n]*)\n/' "$root/var/lib/dpkg/status" >"$root/var/lib/dpkg/status.new"
+if [ "$variant" = runtime ]; then
+  rm -rf "$root"/usr/share/python-wheels "$root"/usr/lib/python3.11/ensurepip \
+         "$root"/var/lib/dpkg/info/python3-pip-whl.* "$root"/var/lib/dpkg/info/python3-setuptools-whl.*
+  removed="$removed|python3-pip-whl|python3-setuptools-whl"
+fi
+awk -v RS= -v ORS='\n\n' "!/^Package: ($removed)\n/" "$root/var/lib/dpkg/status" >"$root/var/lib/dpkg/status.new"
 mv "$root/var/lib/dpkg/status.new" "$root/var/lib/dpkg/status"
 
 tar -C "$root" --numeric-owner -c . | docker import \

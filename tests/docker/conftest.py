@@ -128,6 +128,12 @@ def hf_image(docker_client: Any) -> str:
     return images.image_spec("huggingface", "cpu").ensure(lambda line: print(line, file=sys.stderr))
 
 
+@pytest.fixture(scope="session")
+def unsloth_image(docker_client: Any) -> str:
+    """The unsloth cuda image (Unsloth's pinned stack; no GPU needed to build or inspect it)."""
+    return images.image_spec("unsloth", "cuda").ensure(lambda line: print(line, file=sys.stderr))
+
+
 def _checkpoint_maker() -> Any:
     import importlib.util
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from providers.errors import ConfigurationError
-from providers.training import TrainConfig, last_complete_checkpoint, load_dataset_records
+from providers.training import TrainConfig, load_dataset_records
 
 
 def test_defaults_are_a_usable_lora_run() -> None:
@@ -70,12 +70,3 @@ def test_bad_datasets_name_the_line(tmp_path: Path, lines: list, message: str) -
     with pytest.raises(ConfigurationError) as info:
         load_dataset_records(_write(tmp_path, *lines))
     assert str(info.value).startswith(message)
-
-
-def test_only_complete_checkpoints_count(tmp_path: Path) -> None:
-    for step, files in ((4, ["trainer_state.json", "adapter_model.safetensors"]), (8, ["adapter_model.safetensors"])):
-        folder = tmp_path / "checkpoints" / f"checkpoint-{step}"
-        folder.mkdir(parents=True)
-        for name in files:
-            (folder / name).write_text("x")
-    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoints" / "checkpoint-4"
