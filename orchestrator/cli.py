@@ -10,6 +10,7 @@ import click
 
 from providers.errors import ModelForgeError
 
+from .commands.config_cmd import config_group
 from .commands.doctor_cmd import doctor_command
 from .commands.images_cmd import images_group
 from .commands.providers_cmd import providers_command
@@ -28,6 +29,7 @@ cli.add_command(run_command)
 cli.add_command(providers_command)
 cli.add_command(images_group)
 cli.add_command(doctor_command)
+cli.add_command(config_group)
 
 
 def main() -> None:

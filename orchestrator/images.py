@@ -25,15 +25,26 @@ from functools import cached_property
 from importlib import metadata
 from pathlib import Path
 
+import providers
 from providers.errors import ImageError
 from providers.provider_factory import BUILTIN_DISTRIBUTION, PROVIDER_ORIGINS, PROVIDER_REGISTRY
 
-from . import LABEL_PREFIX, PROJECT_ROOT, engine
+from . import IN_CHECKOUT, LABEL_PREFIX, PROJECT_ROOT, cache_dir, engine
 
-IMAGES_DIR = PROJECT_ROOT / "images"
+
+def _recipes_dir() -> Path:
+    """images/ of the checkout, or the same files installed with the wheel (package modelforge_images)."""
+    if IN_CHECKOUT:
+        return PROJECT_ROOT / "images"
+    from importlib.resources import files
+
+    return Path(str(files("modelforge_images")))
+
+
+IMAGES_DIR = _recipes_dir()
 #: The Dockerfile of a plugin that ships only a lock.
 LOCKED_VENV_DOCKERFILE = IMAGES_DIR / "locked-venv" / "Dockerfile"
-PROVIDERS_SRC = PROJECT_ROOT / "providers"
+PROVIDERS_SRC = Path(providers.__file__).resolve().parent
 BASE_SCRIPT = IMAGES_DIR / "base" / "build-rootfs.sh"
 BUILD_LOCK = "requirements.build.txt"
 #: A recipe's optional script, run once at build with bytecode writing on (see images/locked-venv/Dockerfile).
@@ -49,7 +60,7 @@ def sbom_root() -> Path:
     """Where each image's SBOM is kept, named by its content tag: $MF_SBOM_DIR, else ~/.cache/modelforge/sbom."""
     if os.environ.get("MF_SBOM_DIR"):
         return Path(os.environ["MF_SBOM_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "modelforge" / "sbom"
+    return cache_dir() / "sbom"
 
 
 def syft_path() -> Path | None:
@@ -62,7 +73,10 @@ def syft_path() -> Path | None:
 
 
 def wheelhouse_root() -> Path:
-    return Path(os.environ.get("MF_WHEELHOUSE", PROJECT_ROOT / ".cache" / "wheelhouse"))
+    """Staged wheels: $MF_WHEELHOUSE, else .cache/wheelhouse in a checkout, else ~/.cache/modelforge/wheelhouse."""
+    if os.environ.get("MF_WHEELHOUSE"):
+        return Path(os.environ["MF_WHEELHOUSE"])
+    return PROJECT_ROOT / ".cache" / "wheelhouse" if IN_CHECKOUT else cache_dir() / "wheelhouse"
 
 
 def _sha256(*parts: bytes) -> str:
@@ -138,17 +152,28 @@ def _direct_requirements(recipe: Path, flavour: str) -> list[str]:
     return names
 
 
+def _project_metadata() -> tuple[str, str, dict[str, str]]:
+    """The project's name, version and built-in provider entry points: from the installed distribution
+    (a wheel or an editable checkout give the same), else from the checkout's pyproject.toml."""
+    try:
+        dist = metadata.distribution(BUILTIN_DISTRIBUTION)
+        group = {ep.name: ep.value for ep in dist.entry_points if ep.group == "modelforge.providers"}
+        return dist.metadata["Name"], dist.version, group
+    except metadata.PackageNotFoundError:
+        project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+        return project["name"], project["version"], dict(project["entry-points"]["modelforge.providers"])
+
+
 def _entry_points_txt() -> str:
-    """The built-in providers' entry points, taken from pyproject.toml, for the image's dist-info."""
-    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    group = project["entry-points"]["modelforge.providers"]
+    """The built-in providers' entry points, for the image's dist-info."""
+    _, _, group = _project_metadata()
     lines = ["[modelforge.providers]", *(f"{name} = {target}" for name, target in sorted(group.items()))]
     return "\n".join(lines) + "\n"
 
 
 def _metadata_txt() -> str:
-    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    return f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+    name, version, _ = _project_metadata()
+    return f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
 
 
 @dataclass(frozen=True)

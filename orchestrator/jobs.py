@@ -44,7 +44,7 @@ from providers.provider_factory import get_provider_class
 from providers.runtime import STOP_ON_STDIN_EOF_ENV
 from providers.training import TrainConfig, check_output_folder, estimate_training_bytes, load_dataset_records
 
-from . import engine, images, runstate
+from . import engine, images, registry, runstate
 
 #: Who a job runs as when `mf` itself runs as root: the images' unprivileged `mf` user.
 UNPRIVILEGED_UID = 1000
@@ -78,6 +78,8 @@ class JobRequest:
     resume: bool = False
     overwrite: bool = False
     memory: str | None = None
+    registry: str | None = None
+    build: bool = False
 
 
 @dataclass
@@ -225,7 +227,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress) -> dict[str, Any]:
+def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress,
+            on_layer: Callable[[dict[str, Any]], None] = lambda event: None) -> dict[str, Any]:
     """Run ``request`` in its provider's image; return the result payload or raise the job's error."""
     provider_cls = get_provider_class(request.provider)
     provider_name = request.provider.strip().lower()
@@ -250,7 +253,7 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress)
         )
 
     spec = images.image_spec(provider_name, request.flavour, gpu_host)
-    image = spec.ensure(on_build)
+    image = registry.obtain(spec, on_build, on_layer, request.registry, request.build)
 
     uid, gid = _job_user()
     for folder in runstate.recover_abandoned_outputs():

@@ -120,3 +120,53 @@ class RichRenderer:
                 value = f"{value:,}"
             table.add_row(key, str(value))
         stdout_console.print(table)
+
+
+class LayerProgress:
+    """`docker pull` / `docker push` style progress: a bar per layer on a terminal, a line per finished
+    layer otherwise. Feed it the engine's stream events; ``{"mf": "end"}`` (sent when a transfer ends)
+    closes the bars, so a job's own progress display can follow."""
+
+    DONE = ("Pushed", "Layer already exists", "Pull complete", "Already exists", "Mounted from")
+    END = {"mf": "end"}
+
+    def __init__(self) -> None:
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> LayerProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress, self._tasks = None, {}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event == self.END:
+            self._stop()
+            return
+        layer, status = event.get("id"), str(event.get("status", ""))
+        if not layer or ":" in str(layer):  # tags and digests, not layers
+            return
+        detail = event.get("progressDetail") or {}
+        if not stderr_console.is_terminal:
+            if status.startswith(self.DONE):
+                stderr_console.print(f"  [dim]{layer}: {status}[/]")
+            return
+        if self._progress is None:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+            self._progress = Progress(TextColumn("  {task.description}"), BarColumn(), DownloadColumn(),
+                                      TransferSpeedColumn(), console=stderr_console, transient=True)
+            self._progress.start()
+        task = self._tasks.get(layer)
+        if task is None:
+            task = self._tasks[layer] = self._progress.add_task(f"{layer} {status}", total=None)
+        self._progress.update(task, description=f"{layer} {status}", completed=detail.get("current"),
+                              total=detail.get("total"))
+        if status.startswith(self.DONE):
+            self._progress.update(task, completed=detail.get("total") or 1, total=detail.get("total") or 1)

@@ -7,6 +7,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -101,3 +102,153 @@ def sbom_command(name: str, output: Path | None, flavour: str | None) -> None:
         partial.unlink(missing_ok=True)
         raise click.UsageError(f"Cannot write {output}: {exc.strerror}") from None
     stderr_console.print(f"wrote {output}")
+
+
+def _specs(name: str | None, all_images: bool, flavour: str | None) -> list[Any]:
+    from providers.provider_factory import available_providers
+
+    from .. import images
+
+    if not name and not all_images:
+        raise click.UsageError("Name a provider (see `mf providers`), or pass --all.")
+    if all_images:
+        return [images.image_spec(n, f) for n in available_providers() for f in images.flavours(n)
+                if not (n == "unsloth" and f == "cuda" and flavour == "cpu")]
+    return [images.image_spec(str(name).lower(), flavour)]
+
+
+def _say(line: str) -> None:
+    from ..render import stderr_console
+
+    stderr_console.print(f"[dim]{line}[/]", soft_wrap=True)
+
+
+registry_option = click.option("--registry", default=None, metavar="HOST[:PORT]/PATH",
+                               help="The registry (default: MF_REGISTRY, else `mf config set registry`).")
+key_option = click.option("--key", "key", default=None, metavar="FILE",
+                          help="The Ed25519 signing key (default: MF_SIGNING_KEY, else the config's signing_key).")
+
+
+@images_group.command("push")
+@click.argument("name", required=False)
+@click.option("--all", "all_images", is_flag=True, help="Every provider image (each flavour).")
+@flavour_option
+@registry_option
+@key_option
+def push_command(name: str | None, all_images: bool, flavour: str | None, registry: str | None,
+                 key: str | None) -> None:
+    """Push images to the registry, then write, sign and push the release manifest."""
+    from .. import registry as reg
+    from ..render import LayerProgress, stdout_console
+
+    target = reg.require_registry(registry)
+    specs = _specs(name, all_images, flavour)
+    with LayerProgress() as layers:
+        signed, reference = reg.push(specs, target, key, layers, _say)
+    for entry in signed["manifest"]["images"]:
+        stdout_console.print(f"{entry['reference']}@{entry['digest']}")
+    stdout_console.print(f"release manifest: {reference} (signed by key {signed['signatures'][0]['key_id']})")
+
+
+@images_group.command("pull")
+@click.argument("name", required=False)
+@click.option("--all", "all_images", is_flag=True, help="Every provider image in the release.")
+@flavour_option
+@registry_option
+def pull_command(name: str | None, all_images: bool, flavour: str | None, registry: str | None) -> None:
+    """Pull images by the digests in the signed release manifest, and check each image's id."""
+    from .. import registry as reg
+    from ..render import LayerProgress, stdout_console
+
+    target = reg.require_registry(registry)
+    manifest = reg.fetch_release(target)
+    if all_images:
+        listed = {(e["provider"], e["flavour"]) for e in manifest.get("images", [])}
+        specs = [s for s in _specs(None, True, flavour) if (s.provider, s.flavour) in listed]
+    else:
+        specs = _specs(name, False, flavour)
+    with LayerProgress() as layers:
+        for spec in specs:
+            started = time.monotonic()
+            tag = reg.pull(spec, target, layers, _say, manifest)
+            stdout_console.print(f"{tag}  verified  ({time.monotonic() - started:.1f} s)")
+
+
+@images_group.command("verify")
+@click.argument("name", required=False)
+@click.option("--all", "all_images", is_flag=True, help="Every provider image.")
+@flavour_option
+@registry_option
+@json_option
+def verify_command(name: str | None, all_images: bool, flavour: str | None, registry: str | None,
+                   as_json: bool) -> None:
+    """Check local images against the signed release manifest and the registry's digests."""
+    from .. import registry as reg
+    from ..render import stdout_console
+
+    rows = reg.verify_local(_specs(name, all_images, flavour), reg.require_registry(registry))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        style = {"verified": "green", "missing": "yellow", "mismatch": "bold red", "unlisted": "yellow"}
+        for row in rows:
+            stdout_console.print(f"[{style[row['status']]}]{row['status']:8}[/] {row['tag']}  {row['detail']}",
+                                 soft_wrap=True)
+    if any(row["status"] == "mismatch" for row in rows):
+        raise SystemExit(1)
+
+
+@images_group.command("save")
+@click.argument("names", nargs=-1)
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The bundle file to write.")
+@flavour_option
+@key_option
+def save_command(names: tuple[str, ...], output: Path, flavour: str | None, key: str | None) -> None:
+    """Write images and a signed manifest of them into one file, for machines with no registry."""
+    from .. import registry as reg
+    from ..render import stdout_console
+
+    specs = [s for n in names for s in _specs(n, False, flavour)] if names else [
+        s for s in _specs(None, True, flavour) if s.provider != "unsloth"]
+    path = reg.save_bundle(specs, output.expanduser(), key, _say)
+    stdout_console.print(f"{path} ({path.stat().st_size / 1e6:.0f} MB, {len(specs)} image(s))")
+
+
+@images_group.command("load")
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+def load_command(bundle: Path) -> None:
+    """Check a bundle's signature and each image's id against it, then load the images."""
+    from providers.errors import ImageError
+
+    from .. import registry as reg
+    from ..render import stdout_console
+
+    if not bundle.is_file():
+        raise ImageError(f"Bundle not found: {bundle}", "Check the path.")
+    for tag in reg.load_bundle(bundle, _say):
+        stdout_console.print(f"{tag}  verified and loaded")
+
+
+@images_group.command("keygen")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Folder for modelforge-signing.key and .pub.")
+def keygen_command(output: Path) -> None:
+    """Make an Ed25519 key pair for signing release manifests (keep the .key secret)."""
+    from .. import signing
+    from ..render import stdout_console
+
+    private, public = signing.generate(output.expanduser())
+    stdout_console.print(f"private key: {private} (mode 600; give it to CI as MF_SIGNING_KEY)")
+    stdout_console.print(f"public key:  {public} (users trust it with `mf images trust {public.name}`)")
+
+
+@images_group.command("trust")
+@click.argument("public_key", type=click.Path(dir_okay=False, path_type=Path))
+def trust_command(public_key: Path) -> None:
+    """Trust a publisher's public key for release manifests."""
+    from .. import signing
+    from ..render import stdout_console
+
+    target = signing.trust(public_key.expanduser())
+    stdout_console.print(f"trusted key {target.stem} ({target})")

@@ -33,12 +33,16 @@ from .options import GpuRequest, MemorySize, ProviderName, flavour_option, json_
 @click.option("--gpus", default=None, type=GpuRequest(), metavar="all|N|device=0,1",
               help="GPUs to pass. Default: all when the engine has an NVIDIA runtime.")
 @click.option("--memory", default=None, type=MemorySize(), metavar="SIZE", help="Memory limit for the job container, e.g. 4g.")
+@click.option("--registry", default=None, metavar="HOST[:PORT]/PATH",
+              help="Pull a missing image from this registry (default: MF_REGISTRY, else the config).")
+@click.option("--build", "force_build", is_flag=True, help="Build a missing image here even when a registry is set.")
 @flavour_option
 @json_option
 def run_command(provider: str, action: str, model: str, model_class: str | None, prompt: str | None,
                 max_new_tokens: int, temperature: float, config_file: Path | None, output: Path | None,
                 dataset: Path | None, resume: bool, overwrite: bool, online: bool, gpus: str | None,
-                memory: str | None, flavour: str | None, as_json: bool) -> None:
+                memory: str | None, registry: str | None, force_build: bool, flavour: str | None,
+                as_json: bool) -> None:
     """Run ACTION (validate, load or train) with a provider, inside its container image.
 
     \b
@@ -73,7 +77,15 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
         resume=resume,
         overwrite=overwrite,
         memory=memory,
+        registry=registry,
+        build=force_build,
         **extra,
     )
     renderer = renderer_for(as_json)
-    run_job(request, on_event=renderer.on_event, on_build=renderer.on_build)
+    if as_json:
+        run_job(request, on_event=renderer.on_event, on_build=renderer.on_build)
+        return
+    from ..render import LayerProgress
+
+    with LayerProgress() as layers:
+        run_job(request, on_event=renderer.on_event, on_build=renderer.on_build, on_layer=layers)

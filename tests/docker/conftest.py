@@ -14,6 +14,9 @@ import pytest
 
 from orchestrator import engine, images
 
+# the registry tests' services, shared by every test module here
+from .registry_fixtures import auth_registry, fresh_engine, registry  # noqa: F401
+
 pytestmark = pytest.mark.docker
 JOB_LABEL = "org.modelforge.kind=job"
 
