@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # Where pip finds torch's CPU build on this machine; uv does not read pip's config, so pass it on.
 LOCK_FIND_LINKS ?= $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
 
-.PHONY: help venv engine model image-base images demo test test-unit bench lint lock-% image-%
+.PHONY: help venv engine services model image-base images demo test test-unit test-image push-image release bench lint lock-% image-%
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z%_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,6 +25,9 @@ venv: $(VENV)/.installed ## Create .venv with mf and the dev tools
 
 engine: ## Start a Docker engine when none answers (installs Debian's docker.io if needed)
 	@scripts/ensure-docker.sh
+
+services: ## Install the services the tests start for real (Debian's docker-registry; needs root)
+	@scripts/ensure-services.sh
 
 $(DEMO_MODEL): scripts/demo-model.txt
 	$(PYTHON) scripts/fetch-demo-model.py
@@ -44,8 +47,17 @@ demo: venv engine model ## Build what is missing and run the gguf provider on th
 	$(MF) run --provider gguf validate --model $(DEMO_MODEL)
 	$(MF) run --provider gguf load --model $(DEMO_MODEL) --prompt "The capital of France is"
 
-test: venv engine model ## Run every test, Docker ones included (builds missing images)
+test: venv engine services model ## Run every test, Docker ones included (builds missing images)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-image: venv engine services model ## Contract tests of one image, as CI's matrix runs them (PROVIDER=gguf FLAVOUR=cpu)
+	MF_TEST_PROVIDER=$(PROVIDER) MF_TEST_FLAVOUR=$(FLAVOUR) $(VENV)/bin/pytest -m contract $(PYTEST_ARGS)
+
+push-image: venv engine ## Push one image to MF_REGISTRY (PROVIDER=.. FLAVOUR=..; ENTRY_OUT=f.json leaves the release to `make release`)
+	$(MF) images push $(PROVIDER) --flavour $(FLAVOUR) $(if $(ENTRY_OUT),--entry-out $(ENTRY_OUT))
+
+release: venv ## Sign and push the release manifest from push-image's entry files (ENTRIES="a.json b.json")
+	$(MF) images release $(ENTRIES)
 
 test-unit: venv model ## Run the tests that need no Docker engine
 	$(VENV)/bin/pytest -m "not docker" $(PYTEST_ARGS)
@@ -59,6 +71,8 @@ lint: venv ## ruff, mypy, hadolint (Dockerfiles), shellcheck (scripts), bandit (
 	$(VENV)/bin/hadolint images/*/Dockerfile
 	$(VENV)/bin/shellcheck scripts/*.sh images/base/*.sh .ci/run
 	$(VENV)/bin/bandit -q -r providers orchestrator -ll
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(VENV)/bin/actionlint -shellcheck $(VENV)/bin/shellcheck .github/workflows/*.yml
 
 lock-%: venv ## Re-lock an image's requirements, e.g. make lock-gguf
 	cd images/$* && for src in requirements*.in; do \

@@ -106,45 +106,59 @@ def _follow(stream: Iterator[dict[str, Any]], registry: str, what: str, on_event
 
 
 # -- pushing ---------------------------------------------------------------------------------
-def push(specs: list[images.ImageSpec], registry: str, key_source: str | None, on_event: Events,
-         progress: images.Progress) -> tuple[dict[str, Any], str]:
-    """Push each image, then write, sign and push the release manifest; return it and its reference."""
+def push_image(spec: images.ImageSpec, registry: str, on_event: Events, progress: images.Progress) -> dict[str, Any]:
+    """Push one image; return its entry for the release manifest (reference, digest, image id, ...)."""
     from docker.errors import APIError
 
-    key = signing.load_private(key_source)  # before any upload: an unsignable release is not started
     client = engine.client()
-    entries = []
-    for spec in specs:
-        local = client.images.get(spec.ensure(progress))
-        reference = remote_reference(registry, spec)
-        repository, tag = reference.rsplit(":", 1)
-        local.tag(repository, tag)
-        progress(f"pushing {reference}")
-        try:
-            stream = client.api.push(repository, tag=tag, stream=True, decode=True)
-            aux = _follow(stream, registry, f"the push of {reference}", on_event)
-        except APIError as exc:
-            raise _registry_error(str(exc.explanation or exc), registry, f"the push of {reference}") from None
-        digest = aux.get("Digest")
-        if not digest:
-            raise ImageError(f"The registry {registry} did not report a digest for {reference}.")
-        sbom = spec.sbom_path
-        entries.append({
-            "provider": spec.provider, "flavour": spec.flavour, "content_tag": spec.tag.split(":", 1)[1],
-            "reference": reference, "digest": digest, "image_id": local.id, "lock_hash": spec.lock_hash,
-            "versions": spec.key_versions,
-            "sbom_sha256": hashlib.sha256(sbom.read_bytes()).hexdigest() if sbom.exists() else None,
-        })
+    local = client.images.get(spec.ensure(progress))
+    reference = remote_reference(registry, spec)
+    repository, tag = reference.rsplit(":", 1)
+    local.tag(repository, tag)
+    progress(f"pushing {reference}")
+    try:
+        stream = client.api.push(repository, tag=tag, stream=True, decode=True)
+        aux = _follow(stream, registry, f"the push of {reference}", on_event)
+    except APIError as exc:
+        raise _registry_error(str(exc.explanation or exc), registry, f"the push of {reference}") from None
+    digest = aux.get("Digest")
+    if not digest:
+        raise ImageError(f"The registry {registry} did not report a digest for {reference}.")
+    sbom = spec.sbom_path
+    return {
+        "provider": spec.provider, "flavour": spec.flavour, "content_tag": spec.tag.split(":", 1)[1],
+        "reference": reference, "digest": digest, "image_id": local.id, "lock_hash": spec.lock_hash,
+        "versions": spec.key_versions,
+        "sbom_sha256": hashlib.sha256(sbom.read_bytes()).hexdigest() if sbom.exists() else None,
+    }
+
+
+def publish_release(entries: list[dict[str, Any]], registry: str, key_source: str | None, on_event: Events,
+                    progress: images.Progress) -> tuple[dict[str, Any], str]:
+    """Write the release manifest (these entries over those of an earlier push of this release), sign it
+    and push it; return it and its reference. CI's matrix jobs each push one image and hand their entry
+    to one release job, so parallel pushes never overwrite each other's entries."""
+    key = signing.load_private(key_source)
+    for entry in entries:
+        if not str(entry.get("reference", "")).startswith(f"{registry}/"):
+            raise ImageError(f"The entry for {entry.get('reference')} was pushed to another registry than {registry}.")
     manifest = {"format": FORMAT, "mf_version": mf_version(), "registry": registry,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "images": entries}
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "images": list(entries)}
     with contextlib.suppress(ImageError):  # keep the other images of an earlier push of this release
         earlier = fetch_release(registry, verify=True, quiet=True)
         pushed = {(e["provider"], e["flavour"]) for e in entries}
         manifest["images"] = [e for e in earlier.get("images", []) if (e["provider"], e["flavour"]) not in pushed
-                              and e.get("registry", registry) == registry] + entries
+                              ] + list(entries)
     signed = signing.sign(manifest, key)
-    reference = _push_release(signed, registry, on_event, progress)
-    return signed, reference
+    return signed, _push_release(signed, registry, on_event, progress)
+
+
+def push(specs: list[images.ImageSpec], registry: str, key_source: str | None, on_event: Events,
+         progress: images.Progress) -> tuple[dict[str, Any], str]:
+    """Push each image, then write, sign and push the release manifest; return it and its reference."""
+    signing.load_private(key_source)  # before any upload: an unsignable release is not started
+    entries = [push_image(spec, registry, on_event, progress) for spec in specs]
+    return publish_release(entries, registry, key_source, on_event, progress)
 
 
 def _push_release(signed: dict[str, Any], registry: str, on_event: Events, progress: images.Progress) -> str:

@@ -25,12 +25,13 @@ if ! command -v debootstrap >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
 fi
 
-# The mirror is whatever apt on this machine already uses; no host is written into the repo.
-mirror=$(
+# The mirror is MF_DEBIAN_MIRROR when set (a non-Debian host, such as a CI runner), else whatever apt on
+# this machine already uses; no host is written into the repo.
+mirror=${MF_DEBIAN_MIRROR:-$(
   { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources || true
     grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list || true
   } | awk '{print $2}' | grep -v -- '-security' | head -n 1
-)
+)}
 if [ -z "$mirror" ]; then
   echo "build-rootfs: no Debian mirror found in apt's sources; configure apt first" >&2
   exit 1

@@ -135,8 +135,11 @@ key_option = click.option("--key", "key", default=None, metavar="FILE",
 @flavour_option
 @registry_option
 @key_option
+@click.option("--entry-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the pushed images' manifest entries here and leave the release to `mf images release` "
+                   "(CI matrix jobs).")
 def push_command(name: str | None, all_images: bool, flavour: str | None, registry: str | None,
-                 key: str | None) -> None:
+                 key: str | None, entry_out: Path | None) -> None:
     """Push images to the registry, then write, sign and push the release manifest."""
     from .. import registry as reg
     from ..render import LayerProgress, stdout_console
@@ -144,7 +147,36 @@ def push_command(name: str | None, all_images: bool, flavour: str | None, regist
     target = reg.require_registry(registry)
     specs = _specs(name, all_images, flavour)
     with LayerProgress() as layers:
+        if entry_out is not None:
+            entries = [reg.push_image(spec, target, layers, _say) for spec in specs]
+            entry_out.write_text(json.dumps(entries, indent=2) + "\n")
+            for entry in entries:
+                stdout_console.print(f"{entry['reference']}@{entry['digest']}")
+            return
         signed, reference = reg.push(specs, target, key, layers, _say)
+    for entry in signed["manifest"]["images"]:
+        stdout_console.print(f"{entry['reference']}@{entry['digest']}")
+    stdout_console.print(f"release manifest: {reference} (signed by key {signed['signatures'][0]['key_id']})")
+
+
+@images_group.command("release")
+@click.argument("entries", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@registry_option
+@key_option
+def release_command(entries: tuple[Path, ...], registry: str | None, key: str | None) -> None:
+    """Sign and push the release manifest from the entry files `mf images push --entry-out` wrote."""
+    from providers.errors import ImageError
+
+    from .. import registry as reg
+    from ..render import stdout_console
+
+    listed: list[dict[str, Any]] = []
+    for path in entries:
+        try:
+            listed += json.loads(path.read_text())
+        except ValueError:
+            raise ImageError(f"{path} is not an entry file from `mf images push --entry-out`.") from None
+    signed, reference = reg.publish_release(listed, reg.require_registry(registry), key, lambda event: None, _say)
     for entry in signed["manifest"]["images"]:
         stdout_console.print(f"{entry['reference']}@{entry['digest']}")
     stdout_console.print(f"release manifest: {reference} (signed by key {signed['signatures'][0]['key_id']})")

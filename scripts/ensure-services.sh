@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install the services the tests start for real (each test fixture starts its own instance):
+# Debian's docker-registry (the CNCF distribution registry). Needs root, like the engine.
+set -euo pipefail
+
+missing=()
+[ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+echo "ensure-services: installing ${missing[*]}" >&2
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# the packages start their own daemons; the tests start theirs on free ports
+systemctl disable --now docker-registry >/dev/null 2>&1 || service docker-registry stop >/dev/null 2>&1 || true
+pkill -f '^/usr/bin/docker-registry serve /etc/docker/registry/config.yml' 2>/dev/null || true
