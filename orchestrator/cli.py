@@ -12,6 +12,7 @@ from providers.errors import ModelForgeError
 
 from .commands.config_cmd import config_group
 from .commands.doctor_cmd import doctor_command
+from .commands.export_cmd import export_command
 from .commands.images_cmd import images_group
 from .commands.providers_cmd import providers_command
 from .commands.run_cmd import run_command
@@ -30,6 +31,7 @@ cli.add_command(providers_command)
 cli.add_command(images_group)
 cli.add_command(doctor_command)
 cli.add_command(config_group)
+cli.add_command(export_command)
 
 
 def main() -> None:

@@ -80,6 +80,10 @@ class JobRequest:
     memory: str | None = None
     registry: str | None = None
     build: bool = False
+    #: action options passed through to the job (mf export's steps)
+    options: dict[str, Any] = field(default_factory=dict)
+    #: more bind mounts: (host path, path in the container, read-only)
+    mounts: list[tuple[Path, str, bool]] = field(default_factory=list)
 
 
 @dataclass
@@ -234,9 +238,11 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress,
     provider_name = request.provider.strip().lower()
     check_action_supported(provider_name, provider_cls, request.action)
     model_in_container, model_mount = resolve_model(request.model)
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = dict(request.options)
     if request.action == "train":
         options["train"] = check_training_request(request)
+        if model_mount is not None:  # recorded in the run's manifest, so `mf export RUN` finds the base model
+            options["model_source"] = str(Path(request.model).expanduser().resolve())
 
     gpu_host = engine.has_nvidia_runtime()
     if request.gpus not in (None, "none") and not gpu_host:
@@ -259,6 +265,7 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress,
     for folder in runstate.recover_abandoned_outputs():
         on_event(LogEvent(level="warning", message=f"handed {folder} back to its owner (the mf running its job was killed)"))
     mounts = [model_mount] if model_mount is not None else []
+    mounts += [_bind(source, target, read_only) for source, target, read_only in request.mounts]
     hf_home = hf_cache_dir()
     hf_home.mkdir(parents=True, exist_ok=True)
     mounts.append(_bind(hf_home, str(HF_HOME), read_only=not request.online))

@@ -82,10 +82,18 @@ def train(provider: Any, job: JobSpec, events: EventWriter) -> dict[str, Any]:
     return result
 
 
+def export(provider: Any, job: JobSpec, events: EventWriter) -> dict[str, Any]:
+    from .export import run_export
+
+    return run_export(provider, job, events)
+
+
+#: what the runtime runs; `export` steps are driven by `mf export`, not `mf run`
 ACTIONS: dict[str, Callable[[Any, JobSpec, EventWriter], dict[str, Any]]] = {
     "validate": validate,
     "load": load,
     "train": train,
+    "export": export,
 }
 
 

@@ -60,7 +60,7 @@ class GGUFTokenizer:
 
 class GGUFProvider(BaseProvider):
     name = "gguf"
-    actions = ("validate", "load")
+    actions = ("validate", "load", "export")
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)

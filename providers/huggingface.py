@@ -8,7 +8,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import BaseProvider
 from .errors import ConfigurationError, ModelAccessError, ProviderError
@@ -64,7 +64,7 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
 
 class HuggingFaceProvider(BaseProvider):
     name = "huggingface"
-    actions = ("validate", "load", "train")
+    actions: ClassVar[tuple[str, ...]] = ("validate", "load", "train", "export")
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)

@@ -472,6 +472,7 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
         "lock_hash": os.environ.get("MF_LOCK_HASH"),
         "provider": job.provider,
         "model": job.model,
+        "model_source": options.get("model_source"),
         "dataset": {"path": options["dataset"], "sha256": summary.sha256, "records": summary.records,
                     "format": summary.format},
         "config": config.model_dump(),

@@ -4,7 +4,7 @@ anywhere (the same checks as the huggingface provider, which never import unslot
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import ProviderError
 from .huggingface import HuggingFaceProvider
@@ -12,7 +12,7 @@ from .huggingface import HuggingFaceProvider
 
 class UnslothProvider(HuggingFaceProvider):
     name = "unsloth"
-    actions = ("validate", "load", "train")
+    actions: ClassVar[tuple[str, ...]] = ("validate", "load", "train")
     requires_gpu = True
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:

@@ -36,7 +36,7 @@ def test_job_spec_round_trips() -> None:
     "change, field",
     [
         ({"contract_version": CONTRACT_VERSION + 1}, "contract_version"),
-        ({"action": "export"}, "action"),
+        ({"action": "publish"}, "action"),
         ({"surprise": 1}, "surprise"),
         ({"max_new_tokens": 0}, "max_new_tokens"),
     ],
