@@ -25,18 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from providers.errors import ConfigurationError, ModelAccessError
-from providers.export import CONVERTER_DIR, CONVERTER_TYPE, EXPORT_TYPES, QUANTIZER_TYPES
+from providers.export import CONVERTER_DIR, CONVERTER_TYPE, CONVERTER_TYPES, EXPORT_TYPES, QUANTIZER_TYPES
 from providers.gguf_header import read_header
 
 from . import cache_dir, images, runstate
-from .jobs import EventSink, JobRequest, run_job
+from .jobs import EventSink, JobRequest, check_job_user_can_read, run_job
 
 WORK_DIR = ".mf-export-work"
 MANIFEST = "manifest.json"
 KIND = "gguf-export"
 ADAPTER_IN_JOB = "/data/adapter"
 #: bits per weight of each type, for the disk-space check (upper bounds; k-quants fall back to wider types)
-BITS = {"f16": 16, "q8_0": 8.5, "q6_k": 6.6, "q5_k_m": 5.7, "q5_k_s": 5.5, "q5_0": 5.5,
+BITS = {"f32": 32, "f16": 16, "q8_0": 8.5, "q6_k": 6.6, "q5_k_m": 5.7, "q5_k_s": 5.5, "q5_0": 5.5,
         "q5_1": 6, "q4_k_m": 5.5, "q4_k_s": 5.5, "q4_0": 5.5, "q4_1": 6, "q3_k_l": 5.5, "q3_k_m": 5.5,
         "q3_k_s": 5.5, "q2_k": 5.5}
 
@@ -114,6 +114,9 @@ def resolve_inputs(req: ExportRequest) -> tuple[Path, Path | None, dict[str, Any
                                    "Pass the adapter/ folder of a finished run with --adapter.")
         source.update(adapter=str(adapter.resolve()), adapter_sha256=_folder_hashes(adapter))
     source.update(base_model=str(base.resolve()), base_model_sha256=_folder_hashes(base))
+    for folder in (base, adapter):
+        if folder is not None:
+            check_job_user_can_read(folder.resolve())
     return base.resolve(), adapter.resolve() if adapter else None, source
 
 
@@ -135,7 +138,7 @@ def _parameters(base: Path) -> int:
 
 def check_space(out: Path, base: Path, types: list[str], keep: bool) -> None:
     params = _parameters(base)
-    need = params * 4 + params * 2 + sum(int(params * BITS[t] / 8) for t in types if t != "f16")
+    need = params * 4 + params * 2 + sum(int(params * BITS[t] / 8) for t in types if t != CONVERTER_TYPE)
     need = int(need * 1.1)
     free = shutil.disk_usage(out).free
     if need > free:
@@ -239,7 +242,8 @@ def run_export(req: ExportRequest, on_event: EventSink, on_build: images.Progres
         merge_job = run_job(JobRequest(
             provider="huggingface", action="export", model=str(base), output=work, registry=req.registry,
             options={"export": {"step": "merge_convert", "adapter": ADAPTER_IN_JOB if adapter else None,
-                                "outtype": CONVERTER_TYPE}},
+                                "outtypes": [CONVERTER_TYPE] + [t for t in types if t in CONVERTER_TYPES
+                                                                and t != CONVERTER_TYPE]}},
             mounts=[(converter, str(CONVERTER_DIR), True)] + ([(adapter, ADAPTER_IN_JOB, True)] if adapter else []),
         ), on_event, on_build, on_layer)
         steps["merge_and_convert"] = round(time.perf_counter() - started, 2)
@@ -258,7 +262,7 @@ def run_export(req: ExportRequest, on_event: EventSink, on_build: images.Progres
             files.append({"type": qtype, "file": name, "bytes": (work / name).stat().st_size,
                           "sha256": _sha256(work / name), "parameters": info.get("parameters"),
                           "quantization": info.get("quantization"), "seconds": info.get("seconds")})
-        model_file = next((f["file"] for f in files if f["type"] != "f16"), files[0]["file"])
+        model_file = next((f["file"] for f in files if f["type"] in QUANTIZER_TYPES), files[0]["file"])
         (work / "Modelfile").write_text(modelfile(work / "model-f16.gguf", model_file))
         keep = [f["file"] for f in files] + ["Modelfile"]
         if req.keep_intermediate:

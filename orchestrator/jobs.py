@@ -112,7 +112,7 @@ def resolve_model(model: str) -> tuple[str, Any | None]:
         real = path.resolve()  # a symlink is followed: the real file is mounted, read-only
         if not os.access(real, os.R_OK):
             raise ModelAccessError(f"Cannot read {model}: permission denied.", "Check the file's permissions.")
-        _check_job_user_can_read(real)
+        check_job_user_can_read(real)
         target = f"{MODEL_DIR}/{real.name}"
         return target, _bind(real, target, read_only=True)
     if parse_hub_reference(model) is not None:
@@ -123,7 +123,7 @@ def resolve_model(model: str) -> tuple[str, Any | None]:
     )
 
 
-def _check_job_user_can_read(path: Path) -> None:
+def check_job_user_can_read(path: Path) -> None:
     """When `mf` runs as root the job runs as uid 1000: files only root can read would fail inside."""
     if os.getuid() != 0:
         return

@@ -23,12 +23,13 @@ from typing import Any
 from .errors import ConfigurationError, ModelAccessError, ProviderError
 
 CONVERTER_DIR = Path("/opt/llama-convert")
-#: what convert_hf_to_gguf.py writes (every other type is made from it)
+#: what convert_hf_to_gguf.py writes: f16 always (every quantized type is made from it), f32 on request
 CONVERTER_TYPE = "f16"
+CONVERTER_TYPES = ("f16", "f32")
 #: types llama.cpp's quantizer makes from the f16 GGUF (each is llama_cpp.LLAMA_FTYPE_MOSTLY_<TYPE>)
 QUANTIZER_TYPES = ("q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s", "q3_k_l", "q3_k_m", "q3_k_s", "q2_k",
                    "q5_0", "q5_1", "q4_0", "q4_1")
-EXPORT_TYPES = (CONVERTER_TYPE, *QUANTIZER_TYPES)
+EXPORT_TYPES = (*CONVERTER_TYPES, *QUANTIZER_TYPES)
 
 
 def run_export(provider: Any, job: Any, events: Any) -> dict[str, Any]:
@@ -39,7 +40,7 @@ def run_export(provider: Any, job: Any, events: Any) -> dict[str, Any]:
     work = Path(job.output_dir)
     if step == "merge_convert":
         merged = merge(provider, job, Path(options["adapter"]) if options.get("adapter") else None, work, events)
-        outputs = convert(merged, work, options.get("outtype", "f16"), events)
+        outputs = [o for outtype in options.get("outtypes", [CONVERTER_TYPE]) for o in convert(merged, work, outtype, events)]
         return {"step": step, "outputs": outputs}
     if step == "quantize":
         return {"step": step, "outputs": quantize(provider, Path(job.model), work, list(options["types"]), events)}
@@ -57,6 +58,9 @@ def merge(provider: Any, job: Any, adapter: Path | None, work: Path, events: Any
 
         try:
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        except OSError as exc:
+            raise ModelAccessError(f"Cannot read the adapter {adapter}: {exc}".split("\n")[0][:240],
+                                   "Check that its files are readable (chmod a+r).") from None
         except (ValueError, KeyError, RuntimeError) as exc:
             raise ProviderError(f"The adapter {adapter.name} does not fit the base model: "
                                 f"{str(exc).splitlines()[0][:200]}",
@@ -69,7 +73,9 @@ def merge(provider: Any, job: Any, adapter: Path | None, work: Path, events: Any
 
 
 def _short_converter_error(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    # the converter logs through `logging` ("ERROR:hf-to-gguf:..."): keep the message
+    lines = [re.sub(r"^(ERROR|WARNING|INFO|CRITICAL):[\w.-]+:", "", line.strip()) for line in stderr.strip().splitlines()
+             if line.strip()]
     for line in reversed(lines):
         if re.match(r"^(\w+Error|NotImplementedError|KeyError|ValueError)\b", line) or "not supported" in line:
             return line[:240]
@@ -124,13 +130,12 @@ def quantize(provider: Any, source: Path, work: Path, types: list[str], events: 
         outputs.append({"type": qtype, "file": target.name, "bytes": target.stat().st_size,
                         "seconds": round(time.perf_counter() - started, 2)})
     described = []
-    for path in [source, *(work / o["file"] for o in outputs)]:
-        if not path.exists():
-            continue
+    for path in sorted(work.glob("model-*.gguf")):  # the quantized files, the f16 and any other converter output
         try:
             provider.validate_model_access(str(path), "AutoModelForCausalLM")
         except ModelAccessError as exc:
             raise ProviderError(f"The exported {path.name} does not validate: {exc.message}") from None
         described.append({"file": path.name, **provider.describe_model(str(path), "AutoModelForCausalLM")})
+    made = {o["file"] for o in outputs}
     return [{**o, **next((d for d in described if d["file"] == o["file"]), {})} for o in outputs] + [
-        d for d in described if d["file"] == source.name]
+        d for d in described if d["file"] not in made]

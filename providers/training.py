@@ -457,6 +457,8 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
         shutil.rmtree(partial)
     trainer.model.save_pretrained(str(partial), safe_serialization=True)
     tokenizer.save_pretrained(str(partial))
+    for item in partial.rglob("*"):  # readable by the jobs that use it next (export, load), whoever owns it then
+        item.chmod(0o755 if item.is_dir() else 0o644)
     final = output / ADAPTER_DIR
     if final.exists():
         shutil.rmtree(final)

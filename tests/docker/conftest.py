@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,3 +153,22 @@ def _checkpoint_maker() -> Any:
 def smollm2_hf(hf_image: str, docker_client: Any, demo_model: Path) -> Path:
     """The real SmolLM2-135M as a Hugging Face checkpoint (made once by scripts/make_hf_checkpoint.py)."""
     return Path(_checkpoint_maker().ensure_hf_checkpoint(docker_client, hf_image, demo_model))
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Any]:
+    """A tmpfs of a chosen size (needs root, as CI has)."""
+    if os.getuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    mounted: list[Path] = []
+
+    def make(size: str) -> Path:
+        where = tmp_path / f"fs-{size}"
+        where.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)], check=True)
+        mounted.append(where)
+        return where
+
+    yield make
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)

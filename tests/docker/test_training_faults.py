@@ -11,11 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from providers.contract import EXIT_CODES
 
@@ -138,25 +135,6 @@ def test_resume_skips_a_truncated_newest_checkpoint(smollm2_hf: Path, tmp_path: 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["resumed_from"] == "checkpoint-4"
     assert manifest["skipped_checkpoints"][0].startswith("checkpoint-6: adapter_model.safetensors is truncated")
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Any]:
-    """A tmpfs of a chosen size (needs root, as CI has)."""
-    if os.getuid() != 0:
-        pytest.skip("mounting a small filesystem needs root")
-    mounted: list[Path] = []
-
-    def make(size: str) -> Path:
-        where = tmp_path / f"fs-{size}"
-        where.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)], check=True)
-        mounted.append(where)
-        return where
-
-    yield make
-    for where in mounted:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def test_a_full_output_filesystem_is_refused_before_any_container(smollm2_hf: Path, tmp_path: Path, small_fs: Any,
