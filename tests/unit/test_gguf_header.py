@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -84,16 +83,6 @@ def test_a_big_endian_file(big_endian: Path) -> None:
     _same_as_the_reference(big_endian)
     header = read_header(big_endian)
     assert header.byte_order == "big" and header.get("general.name") == "synthetic"
-
-
-def test_the_header_is_read_without_decoding_the_vocabulary(big_vocab: Path) -> None:
-    started = time.perf_counter()
-    read_header(big_vocab)
-    ours = time.perf_counter() - started
-    started = time.perf_counter()
-    GGUFReader(big_vocab, "r")
-    reference = time.perf_counter() - started
-    assert ours * 10 < reference, f"{ours:.3f} s vs GGUFReader {reference:.3f} s"
 
 
 def test_a_file_cut_at_any_section_boundary_is_refused(big_endian: Path, tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Where a JobPlan runs: docker (this machine), slurm (a cluster), kubernetes."""

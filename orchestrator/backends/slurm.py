@@ -1,0 +1,283 @@
+"""The Slurm backend: the same plan, submitted with `sbatch` as a batch script that runs the plan's
+container on the allocated node with the docker backend's flags (``JobPlan.docker_run_args``).
+
+The job's folder (the spec, the script, the container's events and stderr, its exit code) lives on
+storage the compute nodes share: ``$MF_SLURM_DIR``, else ``~/.cache/modelforge/slurm``. So do the model,
+data, output and HF cache: with ``MF_SHARED_ROOTS`` set, mf refuses paths outside them up front.
+The script is also copied into the job's output folder, for the user to read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from providers.errors import ConfigurationError, ContainerError, EngineError, InterruptedJobError
+
+from .. import cache_dir
+from ..plan import JobPlan
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
+            "DEADLINE"}
+COMMENT_PREFIX = "modelforge:"
+EventSink = Callable[[str], None]
+
+
+@dataclass
+class SlurmOptions:
+    partition: str | None = None
+    time_limit: str | None = None
+    gpus: int | None = None
+    detach: bool = False
+
+
+def _tool(name: str) -> str:
+    """A Slurm client from the machine's Slurm installation (its standard locations, not whatever PATH holds)."""
+    for folder in (os.environ.get("MF_SLURM_BIN", ""), "/usr/bin", "/usr/local/bin", "/opt/slurm/bin"):
+        candidate = Path(folder) / name
+        if folder and candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise EngineError(f"Slurm's {name} is not installed on this machine.",
+                      "Run mf on a Slurm login node (or set MF_SLURM_BIN to the folder holding sbatch).")
+
+
+def _slurm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([_tool(args[0]), *args[1:]], capture_output=True, text=True, check=False)  # noqa: S603
+    if check and proc.returncode != 0:
+        detail = " ".join((proc.stderr or proc.stdout).split())[:240]
+        raise EngineError(f"{args[0]} failed: {detail}", "Check the cluster with `sinfo`, or `mf doctor`.")
+    return proc
+
+
+def jobs_root() -> Path:
+    return Path(os.environ.get("MF_SLURM_DIR") or cache_dir() / "slurm").expanduser()
+
+
+def shared_roots() -> list[Path]:
+    return [Path(p).expanduser().resolve() for p in os.environ.get("MF_SHARED_ROOTS", "").split(os.pathsep) if p]
+
+
+def check_shared(paths: list[str]) -> None:
+    roots = shared_roots()
+    if not roots:
+        return
+    for path in paths:
+        resolved = Path(path).resolve()
+        if not any(resolved == root or root in resolved.parents for root in roots):
+            raise ConfigurationError(
+                f"{path} is not under a shared root ({os.pathsep.join(map(str, roots))}): the compute nodes would "
+                "not see it at that path.",
+                "Move it to the cluster's shared storage, or add its filesystem to MF_SHARED_ROOTS.",
+            )
+
+
+def new_job_dir() -> Path:
+    folder = jobs_root() / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    (folder / "job").mkdir(parents=True)
+    for path in (folder, folder / "job"):
+        path.chmod(0o755)
+    return folder
+
+
+def write_script(plan: JobPlan, folder: Path, options: SlurmOptions) -> Path:
+    gres = options.gpus or (1 if plan.gpus else None)
+    header = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name=mf-{plan.labels.get('org.modelforge.provider', 'job')}-"
+        f"{plan.labels.get('org.modelforge.action', 'run')}",
+        f"#SBATCH --output={folder}/slurm-%j.out",
+        f"#SBATCH --comment={COMMENT_PREFIX}{folder}",
+        "#SBATCH --nodes=1",
+        "#SBATCH --ntasks=1",
+        f"#SBATCH --cpus-per-task={plan.cpus or 1}",
+    ]
+    if options.partition:
+        header.append(f"#SBATCH --partition={options.partition}")
+    if options.time_limit:
+        header.append(f"#SBATCH --time={options.time_limit}")
+    if gres:
+        header.append(f"#SBATCH --gres=gpu:{gres}")
+    if plan.memory:
+        header.append(f"#SBATCH --mem={_slurm_memory(plan.memory)}")
+    run = plan.docker_run_command('"$name"', gpus_from_allocation=bool(gres), docker='"$docker"')
+    body = f"""
+# Written by mf: runs the job's container on this node with the same flags as `mf run` on a workstation.
+set -u
+state={shlex.quote(str(folder))}
+name="mf-slurm-${{SLURM_JOB_ID}}"
+docker=${{MF_DOCKER:-docker}}
+stop() {{
+  # Cancelled (scancel, or the time limit): the job gets its grace period to save a checkpoint.
+  "$docker" stop --time {plan.stop_grace} "$name" >/dev/null 2>&1 || true
+}}
+trap stop TERM INT
+{run} >"$state/events.jsonl" 2>"$state/stderr.log" &
+pid=$!
+code=0
+wait "$pid" || code=$?
+while kill -0 "$pid" 2>/dev/null; do
+  wait "$pid" || code=$?
+done
+"$docker" rm --force "$name" >/dev/null 2>&1 || true
+echo "$code" >"$state/exit_code"
+exit "$code"
+"""
+    script = folder / "job.sbatch"
+    script.write_text("\n".join(header) + "\n" + body)
+    script.chmod(0o755)
+    return script
+
+
+def _slurm_memory(docker_memory: str) -> str:
+    match = re.match(r"^(\d+(?:\.\d+)?)([bkmg]?)$", docker_memory.lower())
+    if not match:
+        return docker_memory
+    value, unit = float(match.group(1)), match.group(2)
+    mib = value * {"": 1 / 2**20, "b": 1 / 2**20, "k": 1 / 1024, "m": 1, "g": 1024}[unit]
+    return f"{max(1, int(mib))}M"
+
+
+def submit(plan: JobPlan, folder: Path, options: SlurmOptions) -> str:
+    check_shared([m.source for m in plan.mounts])
+    (folder / "job" / "spec.json").write_text(plan.spec_json)
+    (folder / "job" / "spec.json").chmod(0o644)
+    script = write_script(plan, folder, options)
+    proc = _slurm("sbatch", "--parsable", str(script))
+    job_id = proc.stdout.strip().split(";")[0]
+    (folder / "job_id").write_text(job_id)
+    index = jobs_root() / "index.jsonl"
+    with index.open("a") as fh:
+        fh.write(json.dumps({"id": job_id, "folder": str(folder), "submitted": time.time(),
+                             "provider": plan.labels.get("org.modelforge.provider"),
+                             "action": plan.labels.get("org.modelforge.action")}) + "\n")
+    return job_id
+
+
+def job_state(job_id: str) -> dict[str, str]:
+    proc = _slurm("scontrol", "show", "job", "--oneliner", job_id, check=False)
+    if proc.returncode != 0:
+        return {}
+    return dict(item.split("=", 1) for item in proc.stdout.split() if "=" in item)
+
+
+def folder_of(job_id: str) -> Path | None:
+    comment = job_state(job_id).get("Comment", "")
+    if comment.startswith(COMMENT_PREFIX):
+        return Path(comment.removeprefix(COMMENT_PREFIX))
+    index = jobs_root() / "index.jsonl"
+    if index.exists():
+        for line in reversed(index.read_text().splitlines()):
+            with contextlib.suppress(ValueError, KeyError):
+                entry = json.loads(line)
+                if entry["id"] == job_id:
+                    return Path(entry["folder"])
+    return None
+
+
+def cancel(job_id: str) -> None:
+    _slurm("scancel", job_id, check=False)
+
+
+def follow(job_id: str, folder: Path, on_line: EventSink, timings: dict[str, float] | None = None,
+           poll: float = 0.2) -> int:
+    """Stream the job's event lines as they appear; return the container's exit code when the job ends."""
+    events = folder / "events.jsonl"
+    offset = 0
+    pending = b""
+    started_running = first_line = None
+    ended_at: float | None = None
+    while True:
+        if events.exists():
+            with events.open("rb") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+            offset += len(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                if raw.strip():
+                    if first_line is None:
+                        first_line = time.monotonic()
+                    on_line(raw.decode("utf-8", errors="replace"))
+        state = job_state(job_id).get("JobState", "")
+        if state == "RUNNING" and started_running is None:
+            started_running = time.monotonic()
+        if (folder / "exit_code").exists() or state in TERMINAL or (not state and ended_at is None and offset):
+            if ended_at is None:
+                ended_at = time.monotonic()
+            if (folder / "exit_code").exists() or time.monotonic() - ended_at > 5:
+                break
+        time.sleep(poll)
+    if events.exists():  # what was written after the last read
+        with events.open("rb") as fh:
+            fh.seek(offset)
+            tail = pending + fh.read()
+        for raw in tail.split(b"\n"):
+            if raw.strip():
+                on_line(raw.decode("utf-8", errors="replace"))
+    if timings is not None:
+        timings.update(running=started_running or 0.0, first_event=first_line or 0.0)
+    try:
+        return int((folder / "exit_code").read_text().strip())
+    except (OSError, ValueError):
+        state = job_state(job_id)
+        if state.get("JobState") == "CANCELLED":
+            return 130
+        raise ContainerError(f"Slurm job {job_id} ended ({state.get('JobState', 'gone')}) without the job's exit code.",
+                             f"See {folder}/slurm-{job_id}.out and {folder}/stderr.log.") from None
+
+
+def run(plan: JobPlan, options: SlurmOptions, on_line: EventSink, output: Path | None,
+        timings: dict[str, float] | None = None) -> tuple[str, int, Path]:
+    """Submit and (unless detached) follow; Ctrl-C cancels the Slurm job. Returns (job id, exit code, folder)."""
+    folder = new_job_dir()
+    started = time.monotonic()
+    job_id = submit(plan, folder, options)
+    if timings is not None:
+        timings.update(start=started, submitted=time.monotonic())
+    if output is not None:
+        with contextlib.suppress(OSError):
+            shutil.copyfile(folder / "job.sbatch", output / f"slurm-{job_id}.sbatch")
+    if options.detach:
+        return job_id, 0, folder
+    try:
+        code = follow(job_id, folder, on_line, timings)
+    except KeyboardInterrupt:
+        cancel(job_id)
+        deadline = time.monotonic() + plan.stop_grace + 30
+        while time.monotonic() < deadline and job_state(job_id).get("JobState", "") not in TERMINAL | {""}:
+            time.sleep(0.3)
+        while time.monotonic() < deadline and not (folder / "exit_code").exists():
+            time.sleep(0.3)
+        raise InterruptedJobError(f"Stopped: Slurm job {job_id} was cancelled and its container removed.",
+                                  "Run the command again to start over.") from None
+    return job_id, code, folder
+
+
+def list_jobs() -> list[dict[str, Any]]:
+    index = jobs_root() / "index.jsonl"
+    rows = []
+    if not index.exists():
+        return rows
+    for line in index.read_text().splitlines()[-200:]:
+        with contextlib.suppress(ValueError, KeyError):
+            entry = json.loads(line)
+            state = job_state(entry["id"]).get("JobState")
+            folder = Path(entry["folder"])
+            if state is None:
+                code = (folder / "exit_code").read_text().strip() if (folder / "exit_code").exists() else None
+                state = "ENDED" if code is None else ("COMPLETED" if code == "0" else f"FAILED({code})")
+            rows.append({"id": f"slurm-{entry['id']}", "backend": "slurm", "provider": entry.get("provider"),
+                         "action": entry.get("action"), "state": state, "folder": str(folder)})
+    return rows

@@ -1,0 +1,89 @@
+"""A real one-node Slurm cluster on this machine (Debian's slurm-wlm and munge, installed by
+`make services`): munged, slurmctld and slurmd started with a config in a temporary folder, the node
+declaring one GPU GRES backed by a stand-in device file (Slurm refuses a count-only GPU line)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SLURM_BIN = Path("/usr/sbin/slurmctld")
+
+
+def _munge_works() -> bool:
+    if not Path("/usr/bin/munge").exists():
+        return False
+    encoded = subprocess.run(["/usr/bin/munge", "-n"], capture_output=True, check=False)
+    if encoded.returncode != 0:
+        return False
+    return subprocess.run(["/usr/bin/unmunge"], input=encoded.stdout, capture_output=True,
+                          check=False).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Yields the path of the cluster's slurm.conf (what SLURM_CONF must name)."""
+    if os.getuid() != 0:
+        pytest.skip("starting slurmctld and slurmd needs root")
+    if not SLURM_BIN.exists():
+        pytest.fail("slurm-wlm is not installed: run `make services` (or `make test`, which does)")
+    root = tmp_path_factory.mktemp("slurm")
+    root.chmod(0o755)
+    for sub in ("state", "spool", "log"):
+        (root / sub).mkdir()
+    started: list[subprocess.Popen] = []
+    if not _munge_works():
+        Path("/run/munge").mkdir(parents=True, exist_ok=True)
+        subprocess.run(["/usr/sbin/munged", "--force"], check=True)
+        deadline = time.monotonic() + 10
+        while not _munge_works():
+            if time.monotonic() > deadline:
+                pytest.fail("munged did not start")
+            time.sleep(0.1)
+    host = socket.gethostname()
+    gpu = root / "gpu0"
+    subprocess.run(["mknod", str(gpu), "c", "1", "3"], check=True)  # a stand-in device node for the GPU GRES
+    conf = root / "slurm.conf"
+    conf.write_text("\n".join([
+        "ClusterName=mftest", f"SlurmctldHost={host}(127.0.0.1)", "SlurmctldPort=16817", "SlurmdPort=16818",
+        "AuthType=auth/munge", "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+        "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory", "DefMemPerCPU=2000", "GresTypes=gpu",
+        f"StateSaveLocation={root}/state", f"SlurmdSpoolDir={root}/spool", f"SlurmctldPidFile={root}/slurmctld.pid",
+        f"SlurmdPidFile={root}/slurmd.pid", f"SlurmctldLogFile={root}/log/slurmctld.log",
+        f"SlurmdLogFile={root}/log/slurmd.log", "SlurmUser=root", "ReturnToService=2", "KillWait=30",
+        "MinJobAge=600", "MpiDefault=none", "JobCompType=jobcomp/none", "AccountingStorageType=accounting_storage/none",
+        f"NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=20000 Gres=gpu:1 State=UNKNOWN",
+        f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+    ]) + "\n")
+    (root / "gres.conf").write_text(f"NodeName={host} Name=gpu File={gpu}\n")
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    for daemon in ("slurmctld", "slurmd"):
+        log = (root / "log" / f"{daemon}.out").open("w")
+        started.append(subprocess.Popen([f"/usr/sbin/{daemon}", "-D", "-f", str(conf)], env=env, stdout=log,
+                                        stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + 30
+    while True:
+        info = subprocess.run(["/usr/bin/sinfo", "--noheader", "--format=%T"], env=env, capture_output=True,
+                              text=True, check=False)
+        if info.returncode == 0 and info.stdout.strip() in ("idle", "mixed", "allocated"):
+            break
+        if time.monotonic() > deadline:
+            for proc in started:
+                proc.kill()
+            logs = "".join((root / "log" / f).read_text()[-400:] for f in ("slurmctld.out", "slurmd.out"))
+            pytest.fail(f"the Slurm cluster did not come up: {info.stdout} {info.stderr} {logs}")
+        time.sleep(0.2)
+    yield conf
+    subprocess.run(["/usr/bin/scancel", "--full", "--user=root"], env=env, capture_output=True, check=False)
+    for proc in reversed(started):
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
