@@ -14,6 +14,7 @@ from .commands.config_cmd import config_group
 from .commands.doctor_cmd import doctor_command
 from .commands.export_cmd import export_command
 from .commands.images_cmd import images_group
+from .commands.jobs_cmd import jobs_group
 from .commands.providers_cmd import providers_command
 from .commands.run_cmd import run_command
 
@@ -32,6 +33,7 @@ cli.add_command(images_group)
 cli.add_command(doctor_command)
 cli.add_command(config_group)
 cli.add_command(export_command)
+cli.add_command(jobs_group)
 
 
 def main() -> None:

@@ -150,8 +150,8 @@ def remove_orphaned_jobs() -> list[str]:
     removed = []
     for container in client().containers.list(all=True, filters={"label": f"{LABEL_PREFIX}.kind=job"}):
         labels = container.labels
-        if labels.get(f"{LABEL_PREFIX}.host") != socket.gethostname():
-            continue
+        if labels.get(f"{LABEL_PREFIX}.host") != socket.gethostname() or f"{LABEL_PREFIX}.owner-pid" not in labels:
+            continue  # another machine's, or a scheduler's (Slurm) job that no mf owns
         try:
             os.kill(int(labels.get(f"{LABEL_PREFIX}.owner-pid", "0")), 0)
             continue  # its mf is alive

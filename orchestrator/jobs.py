@@ -41,10 +41,10 @@ from providers.errors import (
 )
 from providers.hub import parse_hub_reference
 from providers.provider_factory import get_provider_class
-from providers.runtime import STOP_ON_STDIN_EOF_ENV
 from providers.training import TrainConfig, check_output_folder, estimate_training_bytes, load_dataset_records
 
 from . import engine, images, registry, runstate
+from .plan import JobPlan, Mount, Ulimit
 
 #: Who a job runs as when `mf` itself runs as root: the images' unprivileged `mf` user.
 UNPRIVILEGED_UID = 1000
@@ -84,6 +84,9 @@ class JobRequest:
     options: dict[str, Any] = field(default_factory=dict)
     #: more bind mounts: (host path, path in the container, read-only)
     mounts: list[tuple[Path, str, bool]] = field(default_factory=list)
+    #: where the job runs: docker (this machine's engine) or slurm (a cluster; see backends/slurm.py)
+    backend: str = "docker"
+    slurm: Any = None  # backends.slurm.SlurmOptions
 
 
 @dataclass
@@ -99,10 +102,8 @@ def hf_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "huggingface"
 
 
-def _bind(source: Path, target: str, read_only: bool) -> Any:
-    from docker.types import Mount
-
-    return Mount(target=target, source=str(source), type="bind", read_only=read_only)
+def _bind(source: Path, target: str, read_only: bool) -> Mount:
+    return Mount(source=str(source), target=target, read_only=read_only)
 
 
 def resolve_model(model: str) -> tuple[str, Any | None]:
@@ -245,7 +246,7 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress,
             options["model_source"] = str(Path(request.model).expanduser().resolve())
 
     gpu_host = engine.has_nvidia_runtime()
-    if request.gpus not in (None, "none") and not gpu_host:
+    if request.backend == "docker" and request.gpus not in (None, "none") and not gpu_host:
         raise ConfigurationError(
             f"--gpus {request.gpus} asks for GPUs, but this Docker engine has no NVIDIA runtime "
             "(`mf doctor` shows what it found).",
@@ -319,62 +320,88 @@ def _run_container(request: JobRequest, provider_name: str, spec: images.ImageSp
         "HF_TOKEN_PATH": "/tmp/.no-hf-token",  # nosec B108
         "MF_IMAGE": image,
         "MF_LOCK_HASH": spec.lock_hash,
-        # mf holds the job's stdin open while it follows the job: if mf dies, the job stops itself
-        STOP_ON_STDIN_EOF_ENV: "1",
     }
     if not request.online:
         environment["HF_HUB_OFFLINE"] = "1"
-    elif os.environ.get("HF_TOKEN"):
-        environment["HF_TOKEN"] = os.environ["HF_TOKEN"]
     if os.environ.get("MF_DEBUG"):
         environment["MF_DEBUG"] = "1"
-
     gpus = request.gpus if request.gpus is not None else ("all" if gpu_host else None)
-    limits: dict[str, Any] = {}
-    if request.memory:
-        limits.update(mem_limit=request.memory, memswap_limit=request.memory)  # no swap: OOM is OOM
-    if gpus:
-        from docker.types import Ulimit
-
+    if request.backend == "slurm" and request.slurm is not None and request.slurm.gpus:
+        gpus = str(request.slurm.gpus)
+    plan = JobPlan(
+        image=image,
+        image_reference=registry.verified_reference(image),
+        command=[str(JOB_SPEC_PATH)],
+        spec_json=job.to_json(),
+        mounts=list(mounts),
+        environment=environment,
+        # the token is passed by name from mf's environment, so it is never written into a file or argv
+        pass_environment=["HF_TOKEN"] if request.online and os.environ.get("HF_TOKEN") else [],
+        user=f"{uid}:{gid}",
+        network="bridge" if request.online else "none",
+        tmpfs={"/tmp": "rw,nosuid,nodev,size=2g"},  # nosec B108
+        pids_limit=PIDS_LIMIT,
+        memory=request.memory,
+        gpus=gpus if gpus != "none" else None,
         # what NVIDIA recommends for training in containers: pinned memory and deep stacks
-        limits["ulimits"] = [Ulimit(name="memlock", soft=-1, hard=-1), Ulimit(name="stack", soft=67108864,
-                                                                            hard=67108864)]
+        ulimits=[Ulimit("memlock", -1, -1), Ulimit("stack", 67108864, 67108864)] if gpus and gpus != "none" else [],
+        labels=engine.project_labels("job", provider=provider_name, action=request.action,
+                                     owner_pid=str(os.getpid()), host=socket.gethostname(),
+                                     session=os.environ.get("MF_SESSION", "")),
+        stop_grace=STOP_GRACE_SECONDS.get(request.action, DEFAULT_STOP_GRACE_SECONDS),
+    )
+    if request.backend == "slurm":
+        return _run_on_slurm(plan, request, output, on_event)
     for name in engine.remove_orphaned_jobs():
         on_event(LogEvent(level="warning", message=f"removed the orphaned job container {name} (its mf was killed)"))
     job_dir = Path(tempfile.mkdtemp(prefix="mf-job-"))
     try:
         os.chmod(job_dir, 0o755)  # nosec B103 # noqa: S103 - the job user (another uid) reads the spec; nothing secret
         spec_file = job_dir / "spec.json"
-        spec_file.write_text(job.to_json(), encoding="utf-8")
+        spec_file.write_text(plan.spec_json, encoding="utf-8")
         os.chmod(spec_file, 0o644)
-        mounts.append(_bind(job_dir, str(JOB_DIR), read_only=True))
-        with engine.job_container(
-            image,
-            attach_stdin=True,
-            command=[str(JOB_SPEC_PATH)],
-            user=f"{uid}:{gid}",
-            environment=environment,
-            mounts=mounts,
-            network_mode="bridge" if request.online else "none",
-            init=True,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            read_only=True,
-            tmpfs={"/tmp": "rw,nosuid,nodev,size=2g"},  # nosec B108
-            pids_limit=PIDS_LIMIT,
-            shm_size="1g",
-            device_requests=engine.gpu_device_requests(gpus),
-            labels=engine.project_labels("job", provider=provider_name, action=request.action,
-                                         owner_pid=str(os.getpid()), host=socket.gethostname(),
-                                         session=os.environ.get("MF_SESSION", "")),
-            **limits,
-        ) as container:
+        plan.mounts.append(Mount(str(job_dir), str(JOB_DIR), True))
+        with engine.job_container(plan.run_image, **plan.docker_create_kwargs()) as container:
             if lock is not None:
                 lock.update(job=container.name)
-            grace = STOP_GRACE_SECONDS.get(request.action, DEFAULT_STOP_GRACE_SECONDS)
-            return _follow(container, image, on_event, grace)
+            return _follow(container, image, on_event, plan.stop_grace)
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _run_on_slurm(plan: JobPlan, request: JobRequest, output: Path | None, on_event: EventSink) -> dict[str, Any]:
+    """The same plan as a Slurm job: its spec folder on shared storage, its events read from the job's file."""
+    from .backends import slurm
+
+    options = request.slurm or slurm.SlurmOptions()
+    plan.stop_on_stdin_eof = False  # Slurm owns the job's life: scancel stops it, not a closed stdin
+    # no mf process owns the container (a detached job outlives mf): the local orphan reaper leaves it alone
+    plan.labels.pop("org.modelforge.owner-pid", None)
+    plan.labels["org.modelforge.backend"] = "slurm"
+    folder = slurm.new_job_dir()
+    plan.mounts.append(Mount(str(folder / "job"), str(JOB_DIR), True))
+    result: dict[str, Any] | None = None
+    error: ErrorEvent | None = None
+
+    def on_line(line: str) -> None:
+        nonlocal result, error
+        try:
+            event = decode_event(line)
+        except ValueError:
+            return
+        on_event(event)
+        if isinstance(event, ResultEvent):
+            result = event_payload(event)
+        elif isinstance(event, ErrorEvent):
+            error = event
+
+    with _sigterm_as_interrupt():
+        job_id, exit_code = slurm.run(plan, folder, options, on_line, output)
+    if options.detach:
+        return {"job": f"slurm-{job_id}", "backend": "slurm", "folder": str(folder), "detached": True}
+    stderr_log = folder / "stderr.log"
+    stderr_tail = "\n".join(stderr_log.read_text(errors="replace").splitlines()[-15:]) if stderr_log.exists() else ""
+    return _outcome(result, error, exit_code, False, stderr_tail, plan.image)
 
 
 def _follow(container: Any, image: str, on_event: EventSink, grace: int) -> dict[str, Any]:
@@ -413,6 +440,12 @@ def _follow(container: Any, image: str, on_event: EventSink, grace: int) -> dict
             "Run the command again, and leave its container alone until it ends.",
             exit_status=exit_code, image=image,
         ) from None
+    return _outcome(result, error, exit_code, oom, stderr_tail, image)
+
+
+def _outcome(result: dict[str, Any] | None, error: ErrorEvent | None, exit_code: int, oom: bool, stderr_tail: str,
+             image: str) -> dict[str, Any]:
+    """The job's result, or its error raised as the same one-line error on every backend."""
     if error is not None and not oom:
         exc = error_from_kind(error.kind, error.message, error.hint)
         exc.reported = True  # its error event has been shown already
@@ -425,6 +458,8 @@ def _follow(container: Any, image: str, on_event: EventSink, grace: int) -> dict
             else "The job was killed (exit 137), most likely for lack of memory.",
             exit_status=exit_code, image=image, stderr_tail=stderr_tail,
         )
+    if exit_code == 130:
+        raise InterruptedJobError("Stopped: the job was interrupted.", "Run the command again to start over.")
     last = stderr_tail.splitlines()[-1] if stderr_tail else "no output"
     raise ContainerError(
         f"The job container exited with {exit_code} without a result: {last[:200]}",

@@ -14,6 +14,8 @@ from typing import Any
 
 from providers.runtime import STOP_ON_STDIN_EOF_ENV
 
+from . import engine
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -89,7 +91,7 @@ class JobPlan:
             "shm_size": self.shm_size,
             "labels": dict(self.labels),
             "ulimits": [DockerUlimit(name=u.name, soft=u.soft, hard=u.hard) for u in self.ulimits],
-            "device_requests": gpu_device_requests(self.gpus),
+            "device_requests": engine.gpu_device_requests(self.gpus),
             "stop_signal": "SIGTERM",
         }
         if self.memory:
@@ -140,16 +142,3 @@ class JobPlan:
         name, the allocated GPU list) are left for the script to expand; everything else is quoted."""
         args = self.docker_run_args(name, gpus_from_allocation)
         return " ".join([docker, *(a if a.startswith('"') else shlex.quote(a) for a in args)])
-
-
-def gpu_device_requests(gpus: str | None) -> list[Any]:
-    """Device requests for ``--gpus`` (``all``, a count, or ``device=0,1``)."""
-    from docker.types import DeviceRequest
-
-    if gpus is None or gpus == "none":
-        return []
-    if gpus == "all":
-        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-    if gpus.startswith("device="):
-        return [DeviceRequest(device_ids=gpus.removeprefix("device=").split(","), capabilities=[["gpu"]])]
-    return [DeviceRequest(count=int(gpus), capabilities=[["gpu"]])]

@@ -298,6 +298,18 @@ def verified_release_entries() -> list[dict[str, Any]]:
     return entries
 
 
+def verified_reference(tag: str) -> str | None:
+    """``repo@digest`` of the local image ``tag`` when a verified release lists its image id: what a cluster
+    node pulls, pinned to the very bytes."""
+    attrs = engine.image_attrs(tag)
+    if attrs is None:
+        return None
+    for entry in verified_release_entries():
+        if entry.get("image_id") == attrs["Id"] and entry.get("digest"):
+            return f"{str(entry['reference']).rsplit(':', 1)[0]}@{entry['digest']}"
+    return None
+
+
 def check_signed(spec: images.ImageSpec) -> None:
     """With require_signed on, refuse an image that no verified release manifest lists (by image id)."""
     if not config.enabled("require_signed"):

@@ -231,17 +231,16 @@ def follow(job_id: str, folder: Path, on_line: EventSink, timings: dict[str, flo
     try:
         return int((folder / "exit_code").read_text().strip())
     except (OSError, ValueError):
-        state = job_state(job_id)
-        if state.get("JobState") == "CANCELLED":
+        info = job_state(job_id)
+        if info.get("JobState") == "CANCELLED":
             return 130
-        raise ContainerError(f"Slurm job {job_id} ended ({state.get('JobState', 'gone')}) without the job's exit code.",
+        raise ContainerError(f"Slurm job {job_id} ended ({info.get('JobState', 'gone')}) without the job's exit code.",
                              f"See {folder}/slurm-{job_id}.out and {folder}/stderr.log.") from None
 
 
-def run(plan: JobPlan, options: SlurmOptions, on_line: EventSink, output: Path | None,
-        timings: dict[str, float] | None = None) -> tuple[str, int, Path]:
-    """Submit and (unless detached) follow; Ctrl-C cancels the Slurm job. Returns (job id, exit code, folder)."""
-    folder = new_job_dir()
+def run(plan: JobPlan, folder: Path, options: SlurmOptions, on_line: EventSink, output: Path | None,
+        timings: dict[str, float] | None = None) -> tuple[str, int]:
+    """Submit and (unless detached) follow; Ctrl-C cancels the Slurm job. Returns (job id, exit code)."""
     started = time.monotonic()
     job_id = submit(plan, folder, options)
     if timings is not None:
@@ -250,7 +249,7 @@ def run(plan: JobPlan, options: SlurmOptions, on_line: EventSink, output: Path |
         with contextlib.suppress(OSError):
             shutil.copyfile(folder / "job.sbatch", output / f"slurm-{job_id}.sbatch")
     if options.detach:
-        return job_id, 0, folder
+        return job_id, 0
     try:
         code = follow(job_id, folder, on_line, timings)
     except KeyboardInterrupt:
@@ -262,12 +261,12 @@ def run(plan: JobPlan, options: SlurmOptions, on_line: EventSink, output: Path |
             time.sleep(0.3)
         raise InterruptedJobError(f"Stopped: Slurm job {job_id} was cancelled and its container removed.",
                                   "Run the command again to start over.") from None
-    return job_id, code, folder
+    return job_id, code
 
 
 def list_jobs() -> list[dict[str, Any]]:
     index = jobs_root() / "index.jsonl"
-    rows = []
+    rows: list[dict[str, Any]] = []
     if not index.exists():
         return rows
     for line in index.read_text().splitlines()[-200:]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,18 @@ from .options import GpuRequest, MemorySize, ProviderName, flavour_option, json_
 @click.option("--registry", default=None, metavar="HOST[:PORT]/PATH",
               help="Pull a missing image from this registry (default: MF_REGISTRY, else the config).")
 @click.option("--build", "force_build", is_flag=True, help="Build a missing image here even when a registry is set.")
+@click.option("--backend", type=click.Choice(["docker", "slurm"]), default="docker", show_default=True,
+              help="Where the job runs: this machine's Docker engine, or a Slurm cluster (sbatch).")
+@click.option("--partition", default=None, help="With --backend slurm: the partition.")
+@click.option("--time", "time_limit", default=None, metavar="HH:MM:SS", help="With --backend slurm: the time limit.")
+@click.option("--detach", is_flag=True, help="With --backend slurm: print the job id and return (see `mf jobs`).")
 @flavour_option
 @json_option
 def run_command(provider: str, action: str, model: str, model_class: str | None, prompt: str | None,
                 max_new_tokens: int, temperature: float, config_file: Path | None, output: Path | None,
                 dataset: Path | None, resume: bool, overwrite: bool, online: bool, gpus: str | None,
-                memory: str | None, registry: str | None, force_build: bool, flavour: str | None,
-                as_json: bool) -> None:
+                memory: str | None, registry: str | None, force_build: bool, backend: str, partition: str | None,
+                time_limit: str | None, detach: bool, flavour: str | None, as_json: bool) -> None:
     """Run ACTION (validate, load or train) with a provider, inside its container image.
 
     \b
@@ -56,6 +62,17 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
 
     from ..jobs import JobRequest, run_job
 
+    slurm = None
+    if backend == "slurm":
+        from ..backends.slurm import SlurmOptions
+
+        if gpus is not None and not gpus.isdigit():
+            raise click.BadParameter("with --backend slurm, give a GPU count (e.g. --gpus 1): Slurm allocates them",
+                                     param_hint="'--gpus'")
+        slurm = SlurmOptions(partition=partition, time_limit=time_limit, gpus=int(gpus) if gpus else None,
+                             detach=detach)
+    elif detach or partition or time_limit:
+        raise click.UsageError("--detach, --partition and --time go with --backend slurm")
     config = load_job_config(config_file) if config_file else None
     extra: dict[str, Any] = {}
     if config is not None:
@@ -79,13 +96,18 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
         memory=memory,
         registry=registry,
         build=force_build,
+        backend=backend,
+        slurm=slurm,
         **extra,
     )
     renderer = renderer_for(as_json)
     if as_json:
-        run_job(request, on_event=renderer.on_event, on_build=renderer.on_build)
-        return
-    from ..render import LayerProgress
+        outcome = run_job(request, on_event=renderer.on_event, on_build=renderer.on_build)
+    else:
+        from ..render import LayerProgress
 
-    with LayerProgress() as layers:
-        run_job(request, on_event=renderer.on_event, on_build=renderer.on_build, on_layer=layers)
+        with LayerProgress() as layers:
+            outcome = run_job(request, on_event=renderer.on_event, on_build=renderer.on_build, on_layer=layers)
+    if outcome.get("detached"):
+        click.echo(json.dumps(outcome) if as_json else
+                   f"{outcome['job']} submitted; follow it with `mf jobs logs {outcome['job']} --follow`")

@@ -1,0 +1,97 @@
+"""Every field of a JobPlan reaches every backend: the docker backend's engine arguments and the Slurm
+backend's `docker run` line. A field added to the plan without a check here fails the first test."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from orchestrator.plan import JobPlan, Mount, Ulimit
+
+PLAN = JobPlan(
+    image="modelforge/gguf:cpu-0123456789ab",
+    image_reference="reg.example/team/modelforge/gguf@sha256:" + "a" * 64,
+    command=["/job/spec.json"],
+    spec_json='{"provider": "gguf"}',
+    mounts=[Mount("/srv/models/m.gguf", "/models/m.gguf", True), Mount("/srv/out", "/output", False)],
+    environment={"HF_HUB_OFFLINE": "1", "MF_IMAGE": "x"},
+    user="4242:4243",
+    pass_environment=["HF_TOKEN"],
+    network="none",
+    init=True,
+    cap_drop=["ALL"],
+    security_opt=["no-new-privileges"],
+    read_only=True,
+    tmpfs={"/tmp": "rw,nosuid,nodev,size=2g"},
+    pids_limit=777,
+    shm_size="3g",
+    ulimits=[Ulimit("memlock", -1, -1)],
+    memory="5g",
+    cpus=3,
+    gpus="2",
+    labels={"org.modelforge.kind": "job"},
+    stop_grace=99,
+    stop_on_stdin_eof=True,
+)
+
+Check = Callable[[dict[str, Any], str], bool]
+
+#: field -> (carried by the docker backend's create kwargs, carried by the Slurm backend's docker run line)
+CHECKS: dict[str, tuple[Check, Check]] = {
+    "image": (lambda k, c: True, lambda k, c: True),  # run_image: the digest reference wins when there is one
+    "image_reference": (lambda k, c: True, lambda k, c: f" {PLAN.image_reference} /job/spec.json" in c),
+    "command": (lambda k, c: k["command"] == ["/job/spec.json"], lambda k, c: c.endswith(" /job/spec.json")),
+    "spec_json": (lambda k, c: True, lambda k, c: True),  # written to the spec mount's folder by each backend
+    "mounts": (lambda k, c: [(m["Source"], m["Target"], m["ReadOnly"]) for m in k["mounts"]] ==
+               [("/srv/models/m.gguf", "/models/m.gguf", True), ("/srv/out", "/output", False)],
+               lambda k, c: "source=/srv/models/m.gguf,target=/models/m.gguf,readonly" in c
+               and "source=/srv/out,target=/output " in c),
+    "environment": (lambda k, c: k["environment"]["HF_HUB_OFFLINE"] == "1", lambda k, c: "--env HF_HUB_OFFLINE=1" in c),
+    "user": (lambda k, c: k["user"] == "4242:4243", lambda k, c: "--user 4242:4243" in c),
+    "pass_environment": (lambda k, c: k["environment"].get("HF_TOKEN") == "hf_secret",
+                         lambda k, c: "--env=HF_TOKEN " in c and "hf_secret" not in c),
+    "network": (lambda k, c: k["network_mode"] == "none", lambda k, c: "--network none" in c),
+    "init": (lambda k, c: k["init"] is True, lambda k, c: " --init " in c),
+    "cap_drop": (lambda k, c: k["cap_drop"] == ["ALL"], lambda k, c: "--cap-drop=ALL" in c),
+    "security_opt": (lambda k, c: k["security_opt"] == ["no-new-privileges"],
+                     lambda k, c: "--security-opt=no-new-privileges" in c),
+    "read_only": (lambda k, c: k["read_only"] is True, lambda k, c: " --read-only " in c),
+    "tmpfs": (lambda k, c: k["tmpfs"] == {"/tmp": "rw,nosuid,nodev,size=2g"},
+              lambda k, c: "--tmpfs=/tmp:rw,nosuid,nodev,size=2g" in c),
+    "pids_limit": (lambda k, c: k["pids_limit"] == 777, lambda k, c: "--pids-limit 777" in c),
+    "shm_size": (lambda k, c: k["shm_size"] == "3g", lambda k, c: "--shm-size 3g" in c),
+    "ulimits": (lambda k, c: [(u["Name"], u["Soft"], u["Hard"]) for u in k["ulimits"]] == [("memlock", -1, -1)],
+                lambda k, c: "--ulimit=memlock=-1:-1" in c),
+    "memory": (lambda k, c: k["mem_limit"] == k["memswap_limit"] == "5g",
+               lambda k, c: "--memory 5g --memory-swap 5g" in c),
+    "cpus": (lambda k, c: k["nano_cpus"] == 3_000_000_000, lambda k, c: "--cpus 3" in c),
+    "gpus": (lambda k, c: k["device_requests"][0]["Count"] == 2,
+             lambda k, c: '--gpus "device=${CUDA_VISIBLE_DEVICES}"' in c),
+    "labels": (lambda k, c: k["labels"] == {"org.modelforge.kind": "job"},
+               lambda k, c: "--label org.modelforge.kind=job" in c),
+    "stop_grace": (lambda k, c: True, lambda k, c: "--stop-timeout 99" in c),  # docker: mf stops with this timeout
+    "stop_on_stdin_eof": (lambda k, c: k["stdin_open"] is True and k["environment"]["MF_STOP_ON_STDIN_EOF"] == "1",
+                          lambda k, c: "--interactive" in c and "MF_STOP_ON_STDIN_EOF=1" in c),
+}
+
+
+def test_every_plan_field_has_a_check() -> None:
+    assert {f.name for f in dataclasses.fields(JobPlan)} == set(CHECKS)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_each_backend_carries_the_field(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    kwargs = PLAN.docker_create_kwargs()
+    line = PLAN.docker_run_command('"$name"', gpus_from_allocation=True)
+    docker_ok, slurm_ok = CHECKS[name]
+    assert docker_ok(kwargs, line), f"the docker backend drops {name}"
+    assert slurm_ok(kwargs, line), f"the Slurm backend drops {name}: {line}"
+
+
+def test_the_secret_is_passed_by_name_only() -> None:
+    line = PLAN.docker_run_command('"$name"')
+    assert "--env=HF_TOKEN" in line and "HF_TOKEN=" not in line
