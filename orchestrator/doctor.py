@@ -132,6 +132,45 @@ def check_token() -> Check:
                  "export HF_TOKEN=... (from your hub account settings)")
 
 
+def check_slurm() -> Check:
+    """The Slurm backend: is a controller reachable, with which partitions and GPUs per node."""
+    from .backends import slurm
+
+    try:
+        proc = slurm._slurm("sinfo", "--noheader", "--format=%P|%D|%G|%a", check=False)
+    except EngineError:
+        return Check("slurm", "skip", "no Slurm client on this machine (only needed for --backend slurm)")
+    if proc.returncode != 0:
+        return Check("slurm", "warn", f"sinfo failed: {' '.join(proc.stderr.split())[:120]}",
+                     "check SLURM_CONF and that slurmctld is reachable")
+    parts = []
+    for line in proc.stdout.strip().splitlines():
+        partition, nodes, gres, avail = (line.split("|") + ["", "", "", ""])[:4]
+        gpus = ",".join(g for g in gres.split(",") if g.startswith("gpu")) or "no GPUs"
+        parts.append(f"{partition} ({nodes} node(s), {gpus}, {avail})")
+    return Check("slurm", "ok", "reachable: " + "; ".join(parts))
+
+
+def check_kubernetes() -> Check:
+    """The Kubernetes backend: the API from the kubeconfig, its namespace, GPU nodes."""
+    if not (os.environ.get("KUBECONFIG") or (Path.home() / ".kube" / "config").exists()):
+        return Check("kubernetes", "skip", "no kubeconfig (only needed for --backend kubernetes)")
+    try:
+        from .backends.kubernetes import Cluster
+
+        cluster = Cluster()
+        nodes = cluster.core.list_node().items
+    except Exception as exc:  # the client raises many kinds; the line says which
+        return Check("kubernetes", "warn", f"API not reachable: {' '.join(str(exc).split())[:120]}",
+                     "check KUBECONFIG and the cluster")
+    gpus = 0
+    for node in nodes:
+        allocatable: dict[str, str] = (node.status.allocatable if node.status else None) or {}
+        gpus += int(allocatable.get("nvidia.com/gpu", "0"))
+    return Check("kubernetes", "ok", f"reachable: {len(nodes)} node(s), {gpus} allocatable nvidia.com/gpu")
+
+
 def run_checks() -> list[Check]:
     engine_check, info = check_engine()
-    return [engine_check, *check_gpus(info), check_disk(info), check_shm(), check_hf_cache(), check_token()]
+    return [engine_check, *check_gpus(info), check_disk(info), check_shm(), check_hf_cache(), check_token(),
+            check_slurm(), check_kubernetes()]

@@ -87,6 +87,11 @@ class JobRequest:
     #: where the job runs: docker (this machine's engine) or slurm (a cluster; see backends/slurm.py)
     backend: str = "docker"
     slurm: Any = None  # backends.slurm.SlurmOptions
+    kubernetes: Any = None  # backends.kubernetes.KubernetesOptions
+    #: with --backend kubernetes: the dataset, output folder and HF cache as pvc://CLAIM/PATH
+    pvc_dataset: str | None = None
+    pvc_output: str | None = None
+    pvc_hf_cache: str | None = None
 
 
 @dataclass
@@ -238,6 +243,8 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress,
     provider_cls = get_provider_class(request.provider)
     provider_name = request.provider.strip().lower()
     check_action_supported(provider_name, provider_cls, request.action)
+    if request.backend == "kubernetes":
+        return _run_on_kubernetes(request, provider_name, on_event)
     model_in_container, model_mount = resolve_model(request.model)
     options: dict[str, Any] = dict(request.options)
     if request.action == "train":
@@ -352,6 +359,8 @@ def _run_container(request: JobRequest, provider_name: str, spec: images.ImageSp
     )
     if request.backend == "slurm":
         return _run_on_slurm(plan, request, output, on_event)
+    if request.backend == "kubernetes":
+        return _follow_on_kubernetes(plan, request, on_event)
     for name in engine.remove_orphaned_jobs():
         on_event(LogEvent(level="warning", message=f"removed the orphaned job container {name} (its mf was killed)"))
     job_dir = Path(tempfile.mkdtemp(prefix="mf-job-"))
@@ -367,6 +376,83 @@ def _run_container(request: JobRequest, provider_name: str, spec: images.ImageSp
             return _follow(container, image, on_event, plan.stop_grace)
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _run_on_kubernetes(request: JobRequest, provider_name: str, on_event: EventSink) -> dict[str, Any]:
+    """The job's inputs and outputs are PersistentVolumeClaims; the image comes by digest from the registry."""
+    from .backends.kubernetes import parse_pvc
+
+    def pvc_mount(uri: str, target: str, read_only: bool) -> Mount:
+        parse_pvc(uri)  # one line for anything that is not pvc://CLAIM/PATH
+        return Mount(source=uri, target=target, read_only=read_only)
+
+    mounts: list[Mount] = []
+    if request.model.startswith("pvc://"):
+        name = request.model.rstrip("/").rsplit("/", 1)[-1]
+        model_in_container = f"{MODEL_DIR}/{name}"
+        mounts.append(pvc_mount(request.model, model_in_container, True))
+    elif parse_hub_reference(request.model) is not None and request.online:
+        model_in_container = request.model
+    else:
+        parse_pvc(request.model)
+        model_in_container = request.model
+    options: dict[str, Any] = dict(request.options)
+    output: Path | None = None
+    if request.action == "train":
+        options["train"] = TrainConfig.parse(request.train).model_dump()
+        if not request.pvc_dataset or not request.pvc_output:
+            raise ConfigurationError("Training on Kubernetes needs --dataset and --output as pvc://CLAIM/PATH.",
+                                     "Put them on PersistentVolumeClaims the job can mount.")
+    if request.pvc_dataset:
+        target = f"{DATA_DIR}/{request.pvc_dataset.rstrip('/').rsplit('/', 1)[-1]}"
+        mounts.append(pvc_mount(request.pvc_dataset, target, True))
+        options.update(dataset=target, resume=request.resume, overwrite=request.overwrite)
+    if request.pvc_output:
+        mounts.append(pvc_mount(request.pvc_output, str(OUTPUT_DIR), False))
+        output = Path(OUTPUT_DIR)
+    if request.pvc_hf_cache:
+        mounts.append(pvc_mount(request.pvc_hf_cache, str(HF_HOME), not request.online))
+    gpu_job = request.gpus not in (None, "none")
+    spec = images.image_spec(provider_name, request.flavour, gpu_host=gpu_job)
+    return _run_container(request, provider_name, spec, spec.tag, model_in_container, mounts, options, gpu_job,
+                          UNPRIVILEGED_UID, UNPRIVILEGED_UID, output, on_event, None)
+
+
+def _follow_on_kubernetes(plan: JobPlan, request: JobRequest, on_event: EventSink) -> dict[str, Any]:
+    import secrets
+
+    from .backends import kubernetes
+
+    options = request.kubernetes or kubernetes.KubernetesOptions()
+    plan.stop_on_stdin_eof = False  # the cluster owns the job's life; Ctrl-C deletes the Job
+    plan.labels.pop("org.modelforge.owner-pid", None)
+    plan.labels["org.modelforge.backend"] = "kubernetes"
+    spec = images.image_spec(plan.labels["org.modelforge.provider"], request.flavour,
+                             gpu_host=request.gpus not in (None, "none"))
+    plan.image_reference = registry.digest_reference(spec, request.registry)
+    name = kubernetes.job_name(plan, secrets.token_hex(3))
+    if options.dry_run:
+        return {"manifests": kubernetes.to_yaml(kubernetes.build_objects(plan, name, options)), "dry_run": True}
+    result: dict[str, Any] | None = None
+    error: ErrorEvent | None = None
+
+    def on_line(line: str) -> None:
+        nonlocal result, error
+        try:
+            event = decode_event(line)
+        except ValueError:
+            return
+        on_event(event)
+        if isinstance(event, ResultEvent):
+            result = event_payload(event)
+        elif isinstance(event, ErrorEvent):
+            error = event
+
+    with _sigterm_as_interrupt():
+        exit_code, oom = kubernetes.run(plan, name, options, on_line)
+    if options.detach:
+        return {"job": f"k8s-{options.namespace}/{name}", "backend": "kubernetes", "detached": True}
+    return _outcome(result, error, exit_code, oom, "", plan.image)
 
 
 def _run_on_slurm(plan: JobPlan, request: JobRequest, output: Path | None, on_event: EventSink) -> dict[str, Any]:

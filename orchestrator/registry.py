@@ -310,6 +310,25 @@ def verified_reference(tag: str) -> str | None:
     return None
 
 
+def digest_reference(spec: images.ImageSpec, registry: str | None = None) -> str | None:
+    """``repo@digest`` of ``spec``'s image in a verified release (this machine's records, else the configured
+    registry's release, fetched and verified now): what a cluster pulls. None when there is none."""
+    wanted = spec.tag.split(":", 1)[1]
+
+    def find(entries: list[dict[str, Any]]) -> str | None:
+        for entry in entries:
+            if (entry.get("provider"), entry.get("flavour"), entry.get("content_tag")) == (
+                    spec.provider, spec.flavour, wanted) and entry.get("digest"):
+                return f"{str(entry['reference']).rsplit(':', 1)[0]}@{entry['digest']}"
+        return None
+
+    found = find(verified_release_entries())
+    target = registry_or_none(registry)
+    if found is None and target is not None:
+        found = find(fetch_release(target).get("images", []))
+    return found
+
+
 def check_signed(spec: images.ImageSpec) -> None:
     """With require_signed on, refuse an image that no verified release manifest lists (by image id)."""
     if not config.enabled("require_signed"):

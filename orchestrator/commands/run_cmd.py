@@ -24,9 +24,9 @@ from .options import GpuRequest, MemorySize, ProviderName, flavour_option, json_
               help="Sampling temperature; 0 is greedy.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A JSON job config: provider_config, model_class, options.")
-@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder the job writes its results to.")
-@click.option("--dataset", "-d", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--output", "-o", "output_arg", default=None, metavar="DIR",
+              help="Folder the job writes its results to (pvc://CLAIM/PATH with --backend kubernetes).")
+@click.option("--dataset", "-d", "dataset_arg", default=None, metavar="FILE",
               help="With train: a JSONL dataset of {prompt, completion}, {text} or {messages} records.")
 @click.option("--resume", is_flag=True, help="With train: continue from the last complete checkpoint in --output.")
 @click.option("--overwrite", is_flag=True, help="With train: replace a finished run in --output.")
@@ -37,18 +37,24 @@ from .options import GpuRequest, MemorySize, ProviderName, flavour_option, json_
 @click.option("--registry", default=None, metavar="HOST[:PORT]/PATH",
               help="Pull a missing image from this registry (default: MF_REGISTRY, else the config).")
 @click.option("--build", "force_build", is_flag=True, help="Build a missing image here even when a registry is set.")
-@click.option("--backend", type=click.Choice(["docker", "slurm"]), default="docker", show_default=True,
-              help="Where the job runs: this machine's Docker engine, or a Slurm cluster (sbatch).")
+@click.option("--backend", type=click.Choice(["docker", "slurm", "kubernetes"]), default="docker", show_default=True,
+              help="Where the job runs: this machine's Docker engine, a Slurm cluster (sbatch), or Kubernetes (a Job).")
 @click.option("--partition", default=None, help="With --backend slurm: the partition.")
 @click.option("--time", "time_limit", default=None, metavar="HH:MM:SS", help="With --backend slurm: the time limit.")
-@click.option("--detach", is_flag=True, help="With --backend slurm: print the job id and return (see `mf jobs`).")
+@click.option("--namespace", default=None, help="With --backend kubernetes: the namespace (default: default).")
+@click.option("--deadline", type=click.IntRange(1), default=None, metavar="SECONDS",
+              help="With --backend kubernetes: the Job's activeDeadlineSeconds.")
+@click.option("--hf-cache", default=None, metavar="pvc://CLAIM/PATH", help="With --backend kubernetes: the HF cache.")
+@click.option("--dry-run", is_flag=True, help="With --backend kubernetes: print the manifests as YAML; submit nothing.")
+@click.option("--detach", is_flag=True, help="With a cluster backend: print the job id and return (see `mf jobs`).")
 @flavour_option
 @json_option
 def run_command(provider: str, action: str, model: str, model_class: str | None, prompt: str | None,
-                max_new_tokens: int, temperature: float, config_file: Path | None, output: Path | None,
-                dataset: Path | None, resume: bool, overwrite: bool, online: bool, gpus: str | None,
+                max_new_tokens: int, temperature: float, config_file: Path | None, output_arg: str | None,
+                dataset_arg: str | None, resume: bool, overwrite: bool, online: bool, gpus: str | None,
                 memory: str | None, registry: str | None, force_build: bool, backend: str, partition: str | None,
-                time_limit: str | None, detach: bool, flavour: str | None, as_json: bool) -> None:
+                time_limit: str | None, namespace: str | None, deadline: int | None, hf_cache: str | None,
+                dry_run: bool, detach: bool, flavour: str | None, as_json: bool) -> None:
     """Run ACTION (validate, load or train) with a provider, inside its container image.
 
     \b
@@ -62,8 +68,17 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
 
     from ..jobs import JobRequest, run_job
 
-    slurm = None
-    if backend == "slurm":
+    slurm = kubernetes = None
+    output = Path(output_arg) if output_arg and backend != "kubernetes" else None
+    dataset = Path(dataset_arg) if dataset_arg and backend != "kubernetes" else None
+    if backend != "kubernetes" and (namespace or deadline or hf_cache or dry_run):
+        raise click.UsageError("--namespace, --deadline, --hf-cache and --dry-run go with --backend kubernetes")
+    if backend == "kubernetes":
+        from ..backends.kubernetes import KubernetesOptions
+
+        kubernetes = KubernetesOptions(namespace=namespace or "default", active_deadline_seconds=deadline,
+                                       detach=detach, dry_run=dry_run)
+    elif backend == "slurm":
         from ..backends.slurm import SlurmOptions
 
         if gpus is not None and not gpus.isdigit():
@@ -71,8 +86,10 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
                                      param_hint="'--gpus'")
         slurm = SlurmOptions(partition=partition, time_limit=time_limit, gpus=int(gpus) if gpus else None,
                              detach=detach)
-    elif detach or partition or time_limit:
-        raise click.UsageError("--detach, --partition and --time go with --backend slurm")
+    elif partition or time_limit:
+        raise click.UsageError("--partition and --time go with --backend slurm")
+    if detach and backend == "docker":
+        raise click.UsageError("--detach goes with --backend slurm or kubernetes")
     config = load_job_config(config_file) if config_file else None
     extra: dict[str, Any] = {}
     if config is not None:
@@ -98,6 +115,10 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
         build=force_build,
         backend=backend,
         slurm=slurm,
+        kubernetes=kubernetes,
+        pvc_dataset=dataset_arg if backend == "kubernetes" else None,
+        pvc_output=output_arg if backend == "kubernetes" else None,
+        pvc_hf_cache=hf_cache,
         **extra,
     )
     renderer = renderer_for(as_json)
@@ -108,6 +129,9 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
 
         with LayerProgress() as layers:
             outcome = run_job(request, on_event=renderer.on_event, on_build=renderer.on_build, on_layer=layers)
+    if outcome.get("dry_run"):
+        click.echo(outcome["manifests"], nl=False)
+        return
     if outcome.get("detached"):
         click.echo(json.dumps(outcome) if as_json else
                    f"{outcome['job']} submitted; follow it with `mf jobs logs {outcome['job']} --follow`")

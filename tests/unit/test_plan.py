@@ -95,3 +95,63 @@ def test_each_backend_carries_the_field(name: str, monkeypatch: pytest.MonkeyPat
 def test_the_secret_is_passed_by_name_only() -> None:
     line = PLAN.docker_run_command('"$name"')
     assert "--env=HF_TOKEN" in line and "HF_TOKEN=" not in line
+
+
+# -- the Kubernetes backend: the same walk over the Job it makes ----------------------------------------
+K8S_PLAN = dataclasses.replace(PLAN, mounts=[Mount("pvc://models/m.gguf", "/models/m.gguf", True),
+                                             Mount("pvc://runs/run1", "/output", False)])
+
+
+def _k8s() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    from orchestrator.backends import kubernetes as k8s
+
+    config_map, job, *rest = k8s.to_dicts(k8s.build_objects(K8S_PLAN, "mf-x", k8s.KubernetesOptions()))
+    return config_map, job, rest
+
+
+def _container(job: dict[str, Any]) -> dict[str, Any]:
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
+K8sCheck = Callable[[dict[str, Any], dict[str, Any], list[dict[str, Any]]], bool]
+#: field -> how the Job carries it (node-level settings are recorded as annotations: see backends/kubernetes.py)
+K8S_CHECKS: dict[str, K8sCheck] = {
+    "image": lambda cm, job, rest: job["metadata"]["annotations"]["org.modelforge/image-tag"] == PLAN.image,
+    "image_reference": lambda cm, job, rest: _container(job)["image"] == PLAN.image_reference,
+    "command": lambda cm, job, rest: _container(job)["args"] == ["/job/spec.json"],
+    "spec_json": lambda cm, job, rest: cm["data"]["spec.json"] == PLAN.spec_json,
+    "mounts": lambda cm, job, rest: {(m["mountPath"], m.get("subPath"), m.get("readOnly"))
+                                     for m in _container(job)["volumeMounts"]} >= {("/models/m.gguf", "m.gguf", True),
+                                                                                     ("/output", "run1", False)},
+    "environment": lambda cm, job, rest: {"name": "HF_HUB_OFFLINE", "value": "1"} in _container(job)["env"],
+    "user": lambda cm, job, rest: (_container(job)["securityContext"]["runAsUser"],
+                                   _container(job)["securityContext"]["runAsGroup"]) == (4242, 4243),
+    "pass_environment": lambda cm, job, rest: any(e["name"] == "HF_TOKEN" and "valueFrom" in e
+                                                  for e in _container(job)["env"]),
+    "network": lambda cm, job, rest: [r["kind"] for r in rest] == ["NetworkPolicy"],
+    "init": lambda cm, job, rest: True,  # PID 1 is the runtime, which handles SIGTERM itself
+    "cap_drop": lambda cm, job, rest: _container(job)["securityContext"]["capabilities"]["drop"] == ["ALL"],
+    "security_opt": lambda cm, job, rest: _container(job)["securityContext"]["allowPrivilegeEscalation"] is False,
+    "read_only": lambda cm, job, rest: _container(job)["securityContext"]["readOnlyRootFilesystem"] is True,
+    "tmpfs": lambda cm, job, rest: any(v.get("emptyDir") == {"sizeLimit": "2Gi"}
+                                       for v in job["spec"]["template"]["spec"]["volumes"]),
+    "pids_limit": lambda cm, job, rest: job["metadata"]["annotations"]["org.modelforge/pids-limit"] == "777",
+    "shm_size": lambda cm, job, rest: {"medium": "Memory", "sizeLimit": "3Gi"} in [
+        v.get("emptyDir") for v in job["spec"]["template"]["spec"]["volumes"]],
+    "ulimits": lambda cm, job, rest: job["metadata"]["annotations"]["org.modelforge/ulimits"] == "memlock=-1:-1",
+    "memory": lambda cm, job, rest: _container(job)["resources"]["limits"]["memory"] == "5Gi",
+    "cpus": lambda cm, job, rest: _container(job)["resources"]["limits"]["cpu"] == "3",
+    "gpus": lambda cm, job, rest: _container(job)["resources"]["limits"]["nvidia.com/gpu"] == "2",
+    "labels": lambda cm, job, rest: job["metadata"]["labels"]["org.modelforge.kind"] == "job",
+    "stop_grace": lambda cm, job, rest: job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 99,
+    "stop_on_stdin_eof": lambda cm, job, rest: True,  # the cluster owns the job's life: mf deletes the Job
+}
+
+
+def test_every_plan_field_has_a_kubernetes_check() -> None:
+    assert {f.name for f in dataclasses.fields(JobPlan)} == set(K8S_CHECKS)
+
+
+@pytest.mark.parametrize("name", sorted(K8S_CHECKS))
+def test_the_kubernetes_backend_carries_the_field(name: str) -> None:
+    assert K8S_CHECKS[name](*_k8s()), f"the Kubernetes backend drops {name}"

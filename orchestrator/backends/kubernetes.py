@@ -1,0 +1,298 @@
+"""The Kubernetes backend: the same plan as a ``batch/v1`` Job, built with the official client's models.
+
+Objects: a ConfigMap with the job spec, the Job (its pod runs the image **by digest**, hardened to the
+Pod Security Standards "restricted" profile), and, for an offline job (the default), a NetworkPolicy that
+denies the pod all egress (it needs a CNI that enforces NetworkPolicy: Calico, Cilium, ...). Data comes
+from PersistentVolumeClaims: ``pvc://CLAIM/PATH`` for the model, dataset, output and HF cache.
+
+How each plan field is carried (``tests/unit/test_plan.py`` checks this table against the plan):
+user -> runAsUser/runAsGroup; network -> the NetworkPolicy; cap_drop -> capabilities.drop;
+security_opt no-new-privileges -> allowPrivilegeEscalation: false; read_only -> readOnlyRootFilesystem;
+tmpfs -> an emptyDir (sizeLimit); shm_size -> a memory-backed emptyDir at /dev/shm; memory, cpus, gpus ->
+resources (nvidia.com/gpu); labels -> the Job's and pod's labels; stop_grace -> terminationGracePeriodSeconds;
+environment -> env; pass_environment -> env from the Secret ``mf-hf-token`` (``kubectl create secret generic
+mf-hf-token --from-literal=HF_TOKEN=...``), never the value. Set per node, not per pod, and so recorded as
+annotations only: pids_limit (the kubelet's podPidsLimit) and ulimits (the container runtime's defaults).
+init: the runtime handles SIGTERM itself as PID 1. stop_on_stdin_eof: off; the Job's life is the cluster's.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from providers.errors import ConfigurationError, ContainerError, EngineError, InterruptedJobError
+
+from ..plan import JobPlan
+
+PVC = re.compile(r"^pvc://([a-z0-9]([-a-z0-9]*[a-z0-9])?)(/.*)?$")
+TOKEN_SECRET = "mf-hf-token"  # noqa: S105 - the Secret's name, not a secret
+#: the Kubernetes versions the manifests are validated against (kubernetes-validate --strict)
+VALIDATED_VERSIONS = ("1.30.0", "1.37.0")
+DEFAULT_TTL_SECONDS = 3600
+Sink = Callable[[str], None]
+
+
+@dataclass
+class KubernetesOptions:
+    namespace: str = "default"
+    active_deadline_seconds: int | None = None
+    ttl_seconds_after_finished: int = DEFAULT_TTL_SECONDS
+    detach: bool = False
+    dry_run: bool = False
+
+
+def parse_pvc(uri: str) -> tuple[str, str]:
+    """``pvc://claim/sub/path`` -> (claim, sub/path)."""
+    match = PVC.match(uri)
+    if not match:
+        raise ConfigurationError(
+            f"{uri} is not a PersistentVolumeClaim reference: a Kubernetes job reads and writes only volumes.",
+            "Put the file on a PVC and pass pvc://CLAIM/PATH (a local path exists only on this machine).",
+        )
+    return match.group(1), (match.group(3) or "/").strip("/")
+
+
+def _quantity(docker_size: str) -> str:
+    match = re.match(r"^(\d+(?:\.\d+)?)([bkmg]?)$", docker_size.lower())
+    if not match:
+        return docker_size
+    number, unit = match.group(1), match.group(2)
+    return number if unit in ("", "b") else f"{number}{unit.upper()}i"
+
+
+def _label_value(value: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", value)[:63].strip("-_.")
+    return cleaned
+
+
+def job_name(plan: JobPlan, suffix: str) -> str:
+    provider = plan.labels.get("org.modelforge.provider", "job")
+    action = plan.labels.get("org.modelforge.action", "run")
+    return re.sub(r"[^a-z0-9-]", "-", f"mf-{provider}-{action}-{suffix}".lower())[:52].strip("-")
+
+
+def build_objects(plan: JobPlan, name: str, options: KubernetesOptions, spec_path: str = "/job/spec.json") -> list[Any]:
+    """The ConfigMap, the Job and (offline) the NetworkPolicy, as kubernetes client models."""
+    from kubernetes import client as k8s
+
+    if not plan.image_reference or "@sha256:" not in plan.image_reference:
+        raise ConfigurationError(
+            f"{plan.image} has no registry digest: a cluster pulls images by digest from a registry.",
+            "Push it (mf images push) and pull or verify it here, so the signed release names its digest.",
+        )
+    uid, gid = (int(part) for part in plan.user.split(":"))
+    labels = {key: _label_value(value) for key, value in plan.labels.items() if _label_value(value)}
+    labels["org.modelforge.job-name"] = name
+    annotations = {"org.modelforge/pids-limit": str(plan.pids_limit),
+                   "org.modelforge/ulimits": ",".join(f"{u.name}={u.soft}:{u.hard}" for u in plan.ulimits) or "-",
+                   "org.modelforge/image-tag": plan.image}
+
+    # the plan's tmpfs mounts become emptyDirs of the same size; /dev/shm a memory-backed one
+    tmp_path, tmp_options = next(iter(plan.tmpfs.items()), ("/tmp", "size=1g"))  # nosec B108
+    tmp_size = re.search(r"size=([0-9.]+[bkmg]?)", tmp_options)
+    volumes = [
+        k8s.V1Volume(name="job-spec", config_map=k8s.V1ConfigMapVolumeSource(name=f"{name}-spec")),
+        k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource(
+            size_limit=_quantity(tmp_size.group(1)) if tmp_size else "1Gi")),
+        k8s.V1Volume(name="shm", empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory",
+                                                                     size_limit=_quantity(plan.shm_size))),
+    ]
+    mounts = [k8s.V1VolumeMount(name="job-spec", mount_path=spec_path.rsplit("/", 1)[0], read_only=True),
+              k8s.V1VolumeMount(name="tmp", mount_path=tmp_path),
+              k8s.V1VolumeMount(name="shm", mount_path="/dev/shm")]  # nosec B108 - the pod's own emptyDir
+    claims: dict[str, bool] = {}
+    for mount in plan.mounts:
+        claim, sub = parse_pvc(mount.source)
+        claims[claim] = claims.get(claim, True) and mount.read_only
+        mounts.append(k8s.V1VolumeMount(name=f"pvc-{claim}"[:63], mount_path=mount.target, sub_path=sub or None,
+                                        read_only=mount.read_only))
+    volumes += [k8s.V1Volume(name=f"pvc-{claim}"[:63], persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+        claim_name=claim, read_only=read_only)) for claim, read_only in claims.items()]
+
+    env = [k8s.V1EnvVar(name=key, value=value) for key, value in sorted(plan.environment.items())]
+    env += [k8s.V1EnvVar(name=var, value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(
+        name=TOKEN_SECRET, key=var, optional=True))) for var in plan.pass_environment]
+    limits: dict[str, str] = {}
+    if plan.memory:
+        limits["memory"] = _quantity(plan.memory)
+    if plan.cpus:
+        limits["cpu"] = str(plan.cpus)
+    if plan.gpus:
+        limits["nvidia.com/gpu"] = plan.gpus if plan.gpus.isdigit() else "1"
+    seccomp = k8s.V1SeccompProfile(type="RuntimeDefault")
+    container = k8s.V1Container(
+        name="job", image=plan.image_reference, args=[spec_path], env=env, volume_mounts=mounts,
+        image_pull_policy="IfNotPresent",
+        resources=k8s.V1ResourceRequirements(limits=limits or None, requests=dict(limits) or None),
+        security_context=k8s.V1SecurityContext(
+            allow_privilege_escalation="no-new-privileges" not in plan.security_opt,
+            capabilities=k8s.V1Capabilities(drop=list(plan.cap_drop)),
+            read_only_root_filesystem=plan.read_only, run_as_non_root=True, run_as_user=uid, run_as_group=gid,
+            seccomp_profile=seccomp),
+    )
+    pod = k8s.V1PodSpec(
+        restart_policy="Never", automount_service_account_token=False, containers=[container], volumes=volumes,
+        termination_grace_period_seconds=plan.stop_grace,
+        security_context=k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=uid, run_as_group=gid,
+                                                  fs_group=gid, seccomp_profile=seccomp),
+    )
+    job = k8s.V1Job(
+        api_version="batch/v1", kind="Job",
+        metadata=k8s.V1ObjectMeta(name=name, namespace=options.namespace, labels=labels, annotations=annotations),
+        spec=k8s.V1JobSpec(
+            backoff_limit=0, active_deadline_seconds=options.active_deadline_seconds,
+            ttl_seconds_after_finished=options.ttl_seconds_after_finished,
+            template=k8s.V1PodTemplateSpec(metadata=k8s.V1ObjectMeta(labels=labels), spec=pod)),
+    )
+    config_map = k8s.V1ConfigMap(
+        api_version="v1", kind="ConfigMap",
+        metadata=k8s.V1ObjectMeta(name=f"{name}-spec", namespace=options.namespace, labels=labels),
+        data={spec_path.rsplit("/", 1)[1]: plan.spec_json})
+    objects: list[Any] = [config_map, job]
+    if plan.network == "none":
+        objects.append(k8s.V1NetworkPolicy(
+            api_version="networking.k8s.io/v1", kind="NetworkPolicy",
+            metadata=k8s.V1ObjectMeta(name=f"{name}-no-egress", namespace=options.namespace, labels=labels),
+            spec=k8s.V1NetworkPolicySpec(
+                pod_selector=k8s.V1LabelSelector(match_labels={"org.modelforge.job-name": name}),
+                policy_types=["Egress"], egress=[])))
+    return objects
+
+
+def to_dicts(objects: list[Any]) -> list[dict[str, Any]]:
+    from kubernetes.client import ApiClient
+
+    return [ApiClient().sanitize_for_serialization(obj) for obj in objects]
+
+
+def to_yaml(objects: list[Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump_all(to_dicts(objects), sort_keys=False)
+
+
+# -- submitting and following -----------------------------------------------------------------------
+class Cluster:
+    """The calls the backend makes, on the official client (kubeconfig credentials). Tests pass a fake."""
+
+    def __init__(self) -> None:
+        from kubernetes import client, config
+
+        try:
+            config.load_kube_config()
+        except Exception as exc:  # no kubeconfig, or a broken one
+            raise EngineError(f"Cannot load a kubeconfig ({str(exc).splitlines()[0][:160]}).",
+                              "Set KUBECONFIG to your cluster's config (or ~/.kube/config).") from None
+        self.core, self.batch, self.net = client.CoreV1Api(), client.BatchV1Api(), client.NetworkingV1Api()
+
+
+def _api_error(exc: Any, what: str) -> Exception:
+    status = getattr(exc, "status", None)
+    reason = " ".join(str(getattr(exc, "reason", "") or exc).split())[:160]
+    if status in (401, 403):
+        return EngineError(f"The cluster refused to {what} ({status} {reason}).",
+                           "Check your kubeconfig's credentials and your RBAC rights in the namespace.")
+    if status == 404:
+        return ConfigurationError(f"Cannot {what}: not found ({reason}).", "Check the namespace (--namespace).")
+    return EngineError(f"Cannot {what} ({status or ''} {reason}).".replace("( ", "("),
+                       "Check that the cluster's API is reachable (`mf doctor`).")
+
+
+def submit(cluster: Any, objects: list[Any], namespace: str) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    config_map, job, *policy = objects
+    try:
+        cluster.core.create_namespaced_config_map(namespace, config_map)
+        for item in policy:
+            cluster.net.create_namespaced_network_policy(namespace, item)
+        cluster.batch.create_namespaced_job(namespace, job)
+    except ApiException as exc:
+        raise _api_error(exc, f"create the job {job.metadata.name}") from None
+
+
+def delete(cluster: Any, name: str, namespace: str, wait_seconds: float = 60) -> None:
+    """Delete the Job (foreground: its pod goes first) and its ConfigMap and NetworkPolicy; wait for the pod."""
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+
+    for call, target in ((cluster.batch.delete_namespaced_job, name),
+                         (cluster.core.delete_namespaced_config_map, f"{name}-spec"),
+                         (cluster.net.delete_namespaced_network_policy, f"{name}-no-egress")):
+        try:
+            call(target, namespace, body=k8s.V1DeleteOptions(propagation_policy="Foreground"))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _api_error(exc, f"delete {target}") from None
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        pods = cluster.core.list_namespaced_pod(namespace, label_selector=f"org.modelforge.job-name={name}").items
+        if not pods:
+            return
+        time.sleep(0.5)
+
+
+def _pod(cluster: Any, name: str, namespace: str, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pods = cluster.core.list_namespaced_pod(namespace, label_selector=f"org.modelforge.job-name={name}").items
+        for pod in pods:
+            if pod.status.phase in ("Running", "Succeeded", "Failed"):
+                return pod
+            waiting = [s.state.waiting for s in (pod.status.container_statuses or []) if s.state and s.state.waiting]
+            for state in waiting:
+                if state.reason in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError"):
+                    raise ContainerError(f"The job's pod cannot start: {state.reason}: {(state.message or '')[:160]}",
+                                         "Check the image reference and the registry credentials of the namespace.")
+        time.sleep(0.5)
+    raise ContainerError(f"The job's pod did not start within {timeout:.0f} s.",
+                         "Check the cluster's capacity (kubectl describe job) or raise the deadline.")
+
+
+def _lines(stream: Any) -> Iterator[str]:
+    pending = b""
+    for chunk in stream.stream(amt=4096) if hasattr(stream, "stream") else stream:
+        pending += chunk if isinstance(chunk, bytes) else chunk.encode()
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            if raw.strip():
+                yield raw.decode("utf-8", errors="replace")
+    if pending.strip():
+        yield pending.decode("utf-8", errors="replace")
+
+
+def follow(cluster: Any, name: str, namespace: str, on_line: Sink, start_timeout: float = 600) -> tuple[int, bool]:
+    """Stream the pod's log lines; return (exit code, OOM-killed) once its container has terminated."""
+    pod = _pod(cluster, name, namespace, start_timeout)
+    stream = cluster.core.read_namespaced_pod_log(pod.metadata.name, namespace, container="job", follow=True,
+                                                  _preload_content=False)
+    for line in _lines(stream):
+        on_line(line)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        current = cluster.core.read_namespaced_pod(pod.metadata.name, namespace)
+        for status in current.status.container_statuses or []:
+            terminated = status.state.terminated if status.state else None
+            if terminated is not None:
+                return int(terminated.exit_code), terminated.reason == "OOMKilled"
+        time.sleep(0.5)
+    raise ContainerError(f"The pod of {name} stopped logging but did not terminate.", "Check it with kubectl.")
+
+
+def run(plan: JobPlan, name: str, options: KubernetesOptions, on_line: Sink, cluster: Any = None) -> tuple[int, bool]:
+    """Create the objects, follow the pod, delete everything on Ctrl-C. Returns (exit code, OOM-killed)."""
+    objects = build_objects(plan, name, options)
+    cluster = cluster or Cluster()
+    submit(cluster, objects, options.namespace)
+    if options.detach:
+        return 0, False
+    try:
+        return follow(cluster, name, options.namespace, on_line)
+    except KeyboardInterrupt:
+        delete(cluster, name, options.namespace, wait_seconds=plan.stop_grace + 30)
+        raise InterruptedJobError(f"Stopped: the Kubernetes job {name} and its pod were deleted.",
+                                  "Run the command again to start over.") from None
