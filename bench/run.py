@@ -45,6 +45,9 @@ CLI_START_TARGET_S = 0.15
 #: cold builds: what keeps a fresh CI run (every image from nothing) inside its budget
 COLD_BUILD_TARGETS_S = {"gguf": 600, "huggingface": 300}
 LARGE_VOCAB = 152_064  # Qwen2's vocabulary size
+FIRST_RUN_TARGET_S = 60.0
+VERIFY_TARGET_S = 2.0
+SLURM_OVERHEAD_TARGET_S = 2.0
 DOCKER = shutil.which("docker") or "/usr/bin/docker"
 
 
@@ -245,7 +248,73 @@ def bench_huggingface(reps: int, checkpoint: Path) -> dict[str, Any]:
     }
 
 
-# -- 4. images: sizes, cold builds, rebuild after a one-line change ------------------------------
+# -- 4. images that travel and clusters: a registry, an empty engine, a Slurm cluster ----------------
+def bench_travel_and_clusters(reps: int, gguf_tag: str) -> dict[str, Any]:
+    """A real registry and an empty second engine (the first run on a fresh machine, pull included), and
+    a real one-node Slurm cluster (its overhead over the docker backend for gguf validate, split)."""
+    sys.path.insert(0, str(ROOT))
+    from orchestrator import signing
+    from tests.docker.registry_fixtures import second_engine, start_registry
+    from tests.docker.slurm_fixtures import one_node_slurm
+
+    out: dict[str, Any] = {}
+    mf = [sys.executable, "-m", "orchestrator"]
+    with tempfile.TemporaryDirectory(prefix="mf-bench-") as tmp:
+        work = Path(tmp)
+        registry_proc, address = start_registry(work / "registry")
+        try:
+            private, public = signing.generate(work / "keys")
+            env = {**os.environ, "MF_REGISTRY": f"{address}/bench", "MF_SIGNING_KEY": str(private),
+                   "MF_TRUSTED_KEYS": str(public), "XDG_CONFIG_HOME": str(work / "config"),
+                   "XDG_CACHE_HOME": str(work / "cache")}
+            pushed = {}
+            for name in ("gguf", "huggingface"):
+                seconds, proc = timed([*mf, "images", "push", name, "--flavour", "cpu"], env)
+                if proc.returncode != 0:
+                    raise SystemExit(f"push failed: {proc.stderr[-400:]}")
+                pushed[name] = seconds
+            out["push_s"] = pushed
+            verify = [timed([*mf, "images", "verify", "--all"], env)[0] for _ in range(reps)]
+            out["verify_all_s"] = median(verify)
+            first_runs, pulls = [], {"huggingface": []}
+            for rep in range(max(1, reps // 2)):
+                with second_engine(work / f"engine-{rep}") as host:
+                    fresh = {**env, "DOCKER_HOST": host}
+                    seconds, proc = timed([*mf, "run", "--provider", "gguf", "validate", "--model", str(GGUF), "--json"],
+                                          fresh)
+                    if proc.returncode != 0:
+                        raise SystemExit(f"first run failed: {proc.stderr[-400:]}")
+                    first_runs.append(seconds)
+                    pulls["huggingface"].append(timed([*mf, "images", "pull", "huggingface", "--flavour", "cpu"],
+                                                      fresh)[0])
+            out["first_run_empty_engine_s"] = median(first_runs)
+            out["pull_s"] = {name: median(v) for name, v in pulls.items()}
+        finally:
+            registry_proc.terminate()
+        with one_node_slurm(work / "slurm") as conf:
+            env = {**os.environ, "SLURM_CONF": str(conf), "MF_SLURM_DIR": str(work / "slurm-jobs"), "MF_TIMINGS": "1"}
+            splits: list[dict[str, float]] = []
+
+            def on_slurm() -> float:
+                seconds, proc = timed([*mf, "run", "--backend", "slurm", "--provider", "gguf", "validate", "--model",
+                                       str(GGUF), "--json"], env)
+                line = next((x for x in proc.stderr.splitlines() if x.startswith("mf-timings ")), None)
+                if proc.returncode != 0 or line is None:
+                    raise SystemExit(f"slurm run failed: {proc.stderr[-400:]}")
+                splits.append(json.loads(line.removeprefix("mf-timings ")))
+                return seconds
+
+            runs = alternate(reps, {
+                "docker": lambda: timed([*mf, "run", "--provider", "gguf", "validate", "--model", str(GGUF), "--json"],
+                                        env)[0],
+                "slurm": on_slurm,
+            })
+        out["slurm"] = {"runs": runs, "overhead_s": median(runs["slurm"]) - median(runs["docker"]),
+                        "split_s": {k: median([s[k] for s in splits]) for k in splits[0]}}
+    return out
+
+
+# -- 5. images: sizes, cold builds, rebuild after a one-line change ------------------------------
 def bench_images(cold: bool) -> dict[str, Any]:
     rows = []
     for (provider, flavour), target in SIZE_TARGETS_MB.items():
@@ -338,6 +407,25 @@ def table(report: dict[str, Any]) -> str:
     lines.append(f"| model load (s) | {median(hf['load_seconds']['container']):.2f} | "
                  f"{median(hf['load_seconds']['native']):.2f} | {hf['load_ratio']:.3f} | <= {hf['load_target']} | "
                  f"{status(hf['load_ratio'], hf['load_target'], False)} |")
+    tc = report.get("travel")
+    if tc:
+        lines.append(f"| first `mf run` gguf validate on an empty engine, registry set (pull included, s) | "
+                     f"{tc['first_run_empty_engine_s']:.1f} | ~700 (building it) | | <= {FIRST_RUN_TARGET_S} | "
+                     f"{status(tc['first_run_empty_engine_s'], FIRST_RUN_TARGET_S, False)} |")
+        for name, seconds in tc["pull_s"].items():
+            lines.append(f"| pull + verify: {name} cpu into an empty engine (s) | {seconds:.1f} | | | "
+                         f"(reported) | |")
+        for name, seconds in tc["push_s"].items():
+            lines.append(f"| push + sign: {name} cpu (s) | {seconds:.1f} | | | (reported) | |")
+        lines.append(f"| `mf images verify --all` (s) | {tc['verify_all_s']:.2f} | | | <= {VERIFY_TARGET_S} | "
+                     f"{status(tc['verify_all_s'], VERIFY_TARGET_S, False)} |")
+        sl = tc["slurm"]
+        lines.append(f"| gguf validate through Slurm (s) | {median(sl['runs']['slurm']):.2f} | "
+                     f"{median(sl['runs']['docker']):.2f} (docker backend) | +{sl['overhead_s']:.2f} s | "
+                     f"<= +{SLURM_OVERHEAD_TARGET_S} s | {status(sl['overhead_s'], SLURM_OVERHEAD_TARGET_S, False)} |")
+        for name, seconds in sl["split_s"].items():
+            lines.append(f"| &nbsp;&nbsp;of which: {name.replace('_', ' ')} | {seconds:.2f} s | | | "
+                         "(part of the row above) | |")
     im = report["images"]
     for row in im["sizes"]:
         size = row["size_mb"]
@@ -377,6 +465,9 @@ def main() -> int:
     report["gguf_generation"] = bench_gguf_generation(args.reps, gguf_tag)
     print("huggingface train and load ...", file=sys.stderr)
     report["huggingface"] = bench_huggingface(max(3, args.reps // 2), args.checkpoint.resolve())
+    if os.getuid() == 0:
+        print("registry, empty engine, Slurm ...", file=sys.stderr)
+        report["travel"] = bench_travel_and_clusters(args.reps, gguf_tag)
     print("images ...", file=sys.stderr)
     report["images"] = bench_images(args.cold)
     report["table"] = table(report)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -481,8 +483,14 @@ def _run_on_slurm(plan: JobPlan, request: JobRequest, output: Path | None, on_ev
         elif isinstance(event, ErrorEvent):
             error = event
 
+    timings: dict[str, float] = {}
     with _sigterm_as_interrupt():
-        job_id, exit_code = slurm.run(plan, folder, options, on_line, output)
+        job_id, exit_code = slurm.run(plan, folder, options, on_line, output, timings)
+    if os.environ.get("MF_TIMINGS") and timings.get("running"):  # for `make bench`; the event stream stays the same
+        split = {"sbatch": timings["submitted"] - timings["start"], "scheduling": timings["running"] - timings["submitted"],
+                 "start": max(0.0, timings["first_event"] - timings["running"]),
+                 "job_and_streaming": timings["end"] - max(timings["first_event"], timings["running"])}
+        print("mf-timings " + json.dumps(split), file=sys.stderr)
     if options.detach:
         return {"job": f"slurm-{job_id}", "backend": "slurm", "folder": str(folder), "detached": True}
     stderr_log = folder / "stderr.log"

@@ -227,7 +227,7 @@ def follow(job_id: str, folder: Path, on_line: EventSink, timings: dict[str, flo
             if raw.strip():
                 on_line(raw.decode("utf-8", errors="replace"))
     if timings is not None:
-        timings.update(running=started_running or 0.0, first_event=first_line or 0.0)
+        timings.update(running=started_running or 0.0, first_event=first_line or 0.0, end=time.monotonic())
     try:
         return int((folder / "exit_code").read_text().strip())
     except (OSError, ValueError):

@@ -5,6 +5,7 @@ data root and socket) to show what a fresh machine does."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -60,7 +61,7 @@ def start_registry(folder: Path, htpasswd: str | None = None) -> tuple[subproces
             break
         time.sleep(0.05)
     proc.kill()
-    pytest.fail(f"docker-registry did not start: {(folder / 'log').read_text()[-500:]}")
+    raise RuntimeError(f"docker-registry did not start: {(folder / 'log').read_text()[-500:]}")
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +89,13 @@ def fresh_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second Docker engine with nothing in it (its own data root); yields its DOCKER_HOST."""
     if os.getuid() != 0 or not DOCKERD_BIN.exists():
         pytest.skip("a second engine needs root and dockerd")
-    root = Path(tmp_path_factory.mktemp("engine", numbered=True))
+    with second_engine(Path(tmp_path_factory.mktemp("engine", numbered=True))) as host:
+        yield host
+
+
+@contextlib.contextmanager
+def second_engine(root: Path) -> Iterator[str]:
+    """dockerd on its own data root and socket under ``root`` (no bridge: jobs run with no network)."""
     sock = root / "docker.sock"
     log = (root / "log").open("w")
     proc = subprocess.Popen(
@@ -105,13 +112,15 @@ def fresh_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except Exception:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
-                pytest.fail(f"the second engine did not start: {(root / 'log').read_text()[-500:]}")
+                raise RuntimeError(f"the second engine did not start: {(root / 'log').read_text()[-500:]}") from None
             time.sleep(0.2)
-    yield f"unix://{sock}"
-    proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    subprocess.run(["umount", "-R", str(root / "data")], capture_output=True, check=False)
-    shutil.rmtree(root, ignore_errors=True)
+        yield f"unix://{sock}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        subprocess.run(["umount", "-R", str(root / "data")], capture_output=True, check=False)
+        shutil.rmtree(root, ignore_errors=True)

@@ -4,6 +4,7 @@ declaring one GPU GRES backed by a stand-in device file (Slurm refuses a count-o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -33,7 +34,13 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         pytest.skip("starting slurmctld and slurmd needs root")
     if not SLURM_BIN.exists():
         pytest.fail("slurm-wlm is not installed: run `make services` (or `make test`, which does)")
-    root = tmp_path_factory.mktemp("slurm")
+    with one_node_slurm(tmp_path_factory.mktemp("slurm")) as conf:
+        yield conf
+
+
+@contextlib.contextmanager
+def one_node_slurm(root: Path) -> Iterator[Path]:
+    """Start munged (if none answers), slurmctld and slurmd for one node configured in ``root``."""
     root.chmod(0o755)
     for sub in ("state", "spool", "log"):
         (root / sub).mkdir()
@@ -44,7 +51,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         deadline = time.monotonic() + 10
         while not _munge_works():
             if time.monotonic() > deadline:
-                pytest.fail("munged did not start")
+                raise RuntimeError("munged did not start")
             time.sleep(0.1)
     host = socket.gethostname()
     gpu = root / "gpu0"
@@ -77,13 +84,15 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             for proc in started:
                 proc.kill()
             logs = "".join((root / "log" / f).read_text()[-400:] for f in ("slurmctld.out", "slurmd.out"))
-            pytest.fail(f"the Slurm cluster did not come up: {info.stdout} {info.stderr} {logs}")
+            raise RuntimeError(f"the Slurm cluster did not come up: {info.stdout} {info.stderr} {logs}")
         time.sleep(0.2)
-    yield conf
-    subprocess.run(["/usr/bin/scancel", "--full", "--user=root"], env=env, capture_output=True, check=False)
-    for proc in reversed(started):
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    try:
+        yield conf
+    finally:
+        subprocess.run(["/usr/bin/scancel", "--full", "--user=root"], env=env, capture_output=True, check=False)
+        for proc in reversed(started):
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
