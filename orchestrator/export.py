@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from typing import Any
 from providers.errors import ConfigurationError, ModelAccessError
 from providers.export import CONVERTER_DIR, CONVERTER_TYPE, CONVERTER_TYPES, EXPORT_TYPES, QUANTIZER_TYPES
 from providers.gguf_header import read_header
+from providers.training import sha256_file
 
 from . import cache_dir, images, runstate
 from .jobs import EventSink, JobRequest, check_job_user_can_read, run_job
@@ -69,16 +69,8 @@ def parse_types(text: str) -> list[str]:
     return types
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _folder_hashes(folder: Path) -> dict[str, str]:
-    return {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 def resolve_inputs(req: ExportRequest) -> tuple[Path, Path | None, dict[str, Any]]:
@@ -99,7 +91,7 @@ def resolve_inputs(req: ExportRequest) -> tuple[Path, Path | None, dict[str, Any
                 raise ConfigurationError(f"The run in {run} does not record its base model's folder.",
                                          "Pass the base model with --model.")
             base = Path(recorded)
-        source.update(run=str(run.resolve()), run_manifest_sha256=_sha256(manifest_path))
+        source.update(run=str(run.resolve()), run_manifest_sha256=sha256_file(manifest_path))
     if base is None:
         raise ConfigurationError("Nothing to export.", "Pass a finished run folder, or --model (and --adapter).")
     base = base.expanduser()
@@ -155,7 +147,7 @@ def converter_dir(progress: images.Progress) -> tuple[Path, dict[str, str]]:
     spec = images.image_spec("gguf", "cpu")
     wheels = spec.stage_wheelhouse(progress)
     [sdist] = sorted(wheels.glob("llama_cpp_python-*.tar.gz"))
-    digest = _sha256(sdist)
+    digest = sha256_file(sdist)
     target = cache_dir() / "llama-convert" / digest[:16]
     info = {"llama_cpp_python": sdist.name.removeprefix("llama_cpp_python-").removesuffix(".tar.gz"),
             "sdist_sha256": digest}
@@ -260,7 +252,7 @@ def run_export(req: ExportRequest, on_event: EventSink, on_build: images.Progres
             name = f"model-{qtype}.gguf"
             info = described.get(name, {})
             files.append({"type": qtype, "file": name, "bytes": (work / name).stat().st_size,
-                          "sha256": _sha256(work / name), "parameters": info.get("parameters"),
+                          "sha256": sha256_file(work / name), "parameters": info.get("parameters"),
                           "quantization": info.get("quantization"), "seconds": info.get("seconds")})
         model_file = next((f["file"] for f in files if f["type"] in QUANTIZER_TYPES), files[0]["file"])
         (work / "Modelfile").write_text(modelfile(work / "model-f16.gguf", model_file))

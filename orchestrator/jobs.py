@@ -435,26 +435,13 @@ def _follow_on_kubernetes(plan: JobPlan, request: JobRequest, on_event: EventSin
     name = kubernetes.job_name(plan, secrets.token_hex(3))
     if options.dry_run:
         return {"manifests": kubernetes.to_yaml(kubernetes.build_objects(plan, name, options)), "dry_run": True}
-    result: dict[str, Any] | None = None
-    error: ErrorEvent | None = None
-
-    def on_line(line: str) -> None:
-        nonlocal result, error
-        try:
-            event = decode_event(line)
-        except ValueError:
-            return
-        on_event(event)
-        if isinstance(event, ResultEvent):
-            result = event_payload(event)
-        elif isinstance(event, ErrorEvent):
-            error = event
+    events = _EventLines(on_event)
 
     with _sigterm_as_interrupt():
-        exit_code, oom = kubernetes.run(plan, name, options, on_line)
+        exit_code, oom = kubernetes.run(plan, name, options, events)
     if options.detach:
         return {"job": f"k8s-{options.namespace}/{name}", "backend": "kubernetes", "detached": True}
-    return _outcome(result, error, exit_code, oom, "", plan.image)
+    return _outcome(events.result, events.error, exit_code, oom, "", plan.image)
 
 
 def _run_on_slurm(plan: JobPlan, request: JobRequest, output: Path | None, on_event: EventSink) -> dict[str, Any]:
@@ -468,24 +455,11 @@ def _run_on_slurm(plan: JobPlan, request: JobRequest, output: Path | None, on_ev
     plan.labels["org.modelforge.backend"] = "slurm"
     folder = slurm.new_job_dir()
     plan.mounts.append(Mount(str(folder / "job"), str(JOB_DIR), True))
-    result: dict[str, Any] | None = None
-    error: ErrorEvent | None = None
-
-    def on_line(line: str) -> None:
-        nonlocal result, error
-        try:
-            event = decode_event(line)
-        except ValueError:
-            return
-        on_event(event)
-        if isinstance(event, ResultEvent):
-            result = event_payload(event)
-        elif isinstance(event, ErrorEvent):
-            error = event
+    events = _EventLines(on_event)
 
     timings: dict[str, float] = {}
     with _sigterm_as_interrupt():
-        job_id, exit_code = slurm.run(plan, folder, options, on_line, output, timings)
+        job_id, exit_code = slurm.run(plan, folder, options, events, output, timings)
     if os.environ.get("MF_TIMINGS") and timings.get("running"):  # for `make bench`; the event stream stays the same
         split = {"sbatch": timings["submitted"] - timings["start"], "scheduling": timings["running"] - timings["submitted"],
                  "start": max(0.0, timings["first_event"] - timings["running"]),
@@ -495,12 +469,32 @@ def _run_on_slurm(plan: JobPlan, request: JobRequest, output: Path | None, on_ev
         return {"job": f"slurm-{job_id}", "backend": "slurm", "folder": str(folder), "detached": True}
     stderr_log = folder / "stderr.log"
     stderr_tail = "\n".join(stderr_log.read_text(errors="replace").splitlines()[-15:]) if stderr_log.exists() else ""
-    return _outcome(result, error, exit_code, False, stderr_tail, plan.image)
+    return _outcome(events.result, events.error, exit_code, False, stderr_tail, plan.image)
+
+
+class _EventLines:
+    """Decodes a job's stdout, line by line, into contract events (the same on every backend): each is
+    shown as it comes; the result and the error are kept for the job's outcome."""
+
+    def __init__(self, on_event: EventSink) -> None:
+        self.on_event = on_event
+        self.result: dict[str, Any] | None = None
+        self.error: ErrorEvent | None = None
+
+    def __call__(self, line: str) -> None:
+        try:
+            event = decode_event(line)
+        except ValueError:
+            return  # not ours: the entrypoint keeps stdout for events, so this is rare noise
+        self.on_event(event)
+        if isinstance(event, ResultEvent):
+            self.result = event_payload(event)
+        elif isinstance(event, ErrorEvent):
+            self.error = event
 
 
 def _follow(container: Any, image: str, on_event: EventSink, grace: int) -> dict[str, Any]:
-    result: dict[str, Any] | None = None
-    error: ErrorEvent | None = None
+    events = _EventLines(on_event)
     with _sigterm_as_interrupt(), contextlib.ExitStack() as held:
         try:
             # Held until mf returns or dies: its end is the job's signal to stop (see providers.runtime).
@@ -508,15 +502,7 @@ def _follow(container: Any, image: str, on_event: EventSink, grace: int) -> dict
             held.callback(stdin.close)
             container.start()
             for line in _iter_lines(container.logs(stdout=True, stderr=False, stream=True, follow=True)):
-                try:
-                    event = decode_event(line)
-                except ValueError:
-                    continue  # not ours: the entrypoint keeps stdout for events, so this is rare noise
-                on_event(event)
-                if isinstance(event, ResultEvent):
-                    result = event_payload(event)
-                elif isinstance(event, ErrorEvent):
-                    error = event
+                events(line)
             status = container.wait()
         except KeyboardInterrupt:
             with contextlib.suppress(Exception):
@@ -534,7 +520,7 @@ def _follow(container: Any, image: str, on_event: EventSink, grace: int) -> dict
             "Run the command again, and leave its container alone until it ends.",
             exit_status=exit_code, image=image,
         ) from None
-    return _outcome(result, error, exit_code, oom, stderr_tail, image)
+    return _outcome(events.result, events.error, exit_code, oom, stderr_tail, image)
 
 
 def _outcome(result: dict[str, Any] | None, error: ErrorEvent | None, exit_code: int, oom: bool, stderr_tail: str,

@@ -282,7 +282,7 @@ def estimate_training_bytes(model_dir: Path | None, config: TrainConfig, records
     return {"adapter": adapter, "checkpoint": checkpoint, "checkpoints": saves, "total": saves * checkpoint + adapter}
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -480,7 +480,7 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
         "config": config.model_dump(),
         "resumed_from": checkpoint.name if checkpoint else None,
         "skipped_checkpoints": skipped,
-        "adapter_files": {f.name: _sha256_file(f) for f in sorted(final.iterdir()) if f.is_file()},
+        "adapter_files": {f.name: sha256_file(f) for f in sorted(final.iterdir()) if f.is_file()},
         "metrics": metrics,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
                      "trl": trl.__version__},

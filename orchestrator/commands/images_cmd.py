@@ -123,6 +123,14 @@ def _say(line: str) -> None:
     stderr_console.print(f"[dim]{line}[/]", soft_wrap=True)
 
 
+def _show_release(signed: dict[str, Any], reference: str) -> None:
+    from ..render import stdout_console
+
+    for entry in signed["manifest"]["images"]:
+        stdout_console.print(f"{entry['reference']}@{entry['digest']}")
+    stdout_console.print(f"release manifest: {reference} (signed by key {signed['signatures'][0]['key_id']})")
+
+
 registry_option = click.option("--registry", default=None, metavar="HOST[:PORT]/PATH",
                                help="The registry (default: MF_REGISTRY, else `mf config set registry`).")
 key_option = click.option("--key", "key", default=None, metavar="FILE",
@@ -154,9 +162,7 @@ def push_command(name: str | None, all_images: bool, flavour: str | None, regist
                 stdout_console.print(f"{entry['reference']}@{entry['digest']}")
             return
         signed, reference = reg.push(specs, target, key, layers, _say)
-    for entry in signed["manifest"]["images"]:
-        stdout_console.print(f"{entry['reference']}@{entry['digest']}")
-    stdout_console.print(f"release manifest: {reference} (signed by key {signed['signatures'][0]['key_id']})")
+    _show_release(signed, reference)
 
 
 @images_group.command("release")
@@ -168,7 +174,6 @@ def release_command(entries: tuple[Path, ...], registry: str | None, key: str | 
     from providers.errors import ImageError
 
     from .. import registry as reg
-    from ..render import stdout_console
 
     listed: list[dict[str, Any]] = []
     for path in entries:
@@ -177,9 +182,7 @@ def release_command(entries: tuple[Path, ...], registry: str | None, key: str | 
         except ValueError:
             raise ImageError(f"{path} is not an entry file from `mf images push --entry-out`.") from None
     signed, reference = reg.publish_release(listed, reg.require_registry(registry), key, lambda event: None, _say)
-    for entry in signed["manifest"]["images"]:
-        stdout_console.print(f"{entry['reference']}@{entry['digest']}")
-    stdout_console.print(f"release manifest: {reference} (signed by key {signed['signatures'][0]['key_id']})")
+    _show_release(signed, reference)
 
 
 @images_group.command("pull")
