@@ -78,5 +78,5 @@ lock-%: venv ## Re-lock an image's requirements, e.g. make lock-gguf
 	cd images/$* && for src in requirements*.in; do \
 	  out=$${src%.in}.txt; [ "$$src" = requirements.in ] && out=requirements.cpu.txt; \
 	  case "$$src" in requirements.cuda.in) links=;; *) links="$(LOCK_FIND_LINKS)";; esac; \
-	  ../../$(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	  ../../$(VENV)/bin/uv pip compile --quiet --system-certs --generate-hashes --python-version 3.11 \
 	    --python-platform x86_64-manylinux_2_28 $${links:+--find-links $$links} "$$src" -o "$$out"; done

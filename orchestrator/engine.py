@@ -117,13 +117,9 @@ def project_labels(kind: str, **extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def job_container(image: str, attach_stdin: bool = False, **create_kwargs: Any) -> Iterator[Any]:
-    """A created container, removed when the block ends, however it ends. With ``attach_stdin`` its stdin
-    stays open for one attached client and closes when that client goes (docker's StdinOnce)."""
-    if attach_stdin:
-        create_kwargs.update(stdin_open=True, detach=False)
-    else:
-        create_kwargs.update(detach=True)
+def job_container(image: str, **create_kwargs: Any) -> Iterator[Any]:
+    """A created container, removed when the block ends, however it ends."""
+    create_kwargs.setdefault("detach", True)
     container = client().containers.create(image, **create_kwargs)
     try:
         yield container

@@ -99,7 +99,9 @@ class JobPlan:
         if self.cpus:
             kwargs["nano_cpus"] = int(self.cpus * 1e9)
         if self.stop_on_stdin_eof:
-            kwargs["stdin_open"] = True
+            # stdin open for one attached client (mf) and closed when it goes: docker's StdinOnce, which the
+            # SDK sets only for a container created attached (detach=False); create does not block either way
+            kwargs.update(stdin_open=True, detach=False)
         return kwargs
 
     # -- the Slurm backend: `docker run` flags for the batch script --------------------------------

@@ -95,12 +95,17 @@ def fresh_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @contextlib.contextmanager
 def second_engine(root: Path) -> Iterator[str]:
-    """dockerd on its own data root and socket under ``root`` (no bridge: jobs run with no network)."""
+    """dockerd on its own data root, socket and bridge under ``root``. Its own bridge, not --bridge=none:
+    a daemon started with none deletes the host's docker0, which the main engine's networked jobs need."""
     sock = root / "docker.sock"
+    bridge = f"mfbr{os.getpid() % 100000}"
+    subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
+    subprocess.run(["ip", "addr", "add", "10.255.253.1/24", "dev", bridge], check=True)
+    subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
     log = (root / "log").open("w")
     proc = subprocess.Popen(
         [str(DOCKERD_BIN), "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-         "--pidfile", str(root / "pid"), "--host", f"unix://{sock}", "--bridge=none", "--iptables=false",
+         "--pidfile", str(root / "pid"), "--host", f"unix://{sock}", f"--bridge={bridge}", "--iptables=false",
          "--ip-masq=false"], stdout=log, stderr=subprocess.STDOUT)
     import docker
 
@@ -123,4 +128,5 @@ def second_engine(root: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         subprocess.run(["umount", "-R", str(root / "data")], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
         shutil.rmtree(root, ignore_errors=True)

@@ -89,7 +89,8 @@ def _tiny_recipe(tmp_path: Path) -> Path:
     (recipe / "requirements.in").write_text("pydantic==2.14.3\n")
     # uv is a dev dependency: it lives beside the interpreter running the tests, not on PATH.
     uv = Path(sys.executable).parent / "uv"
-    subprocess.run([str(uv), "pip", "compile", "--quiet", "--generate-hashes", "--python-version", "3.11",
+    # --system-certs: the index is reached through the machine's CA store, as pip does (pip.conf's cert)
+    subprocess.run([str(uv), "pip", "compile", "--quiet", "--system-certs", "--generate-hashes", "--python-version", "3.11",
                     "--python-platform", "x86_64-manylinux_2_28", str(recipe / "requirements.in"),
                     "-o", str(recipe / "requirements.cpu.txt")], check=True)
     return recipe

@@ -73,7 +73,8 @@ CHECKS: dict[str, tuple[Check, Check]] = {
     "labels": (lambda k, c: k["labels"] == {"org.modelforge.kind": "job"},
                lambda k, c: "--label org.modelforge.kind=job" in c),
     "stop_grace": (lambda k, c: True, lambda k, c: "--stop-timeout 99" in c),  # docker: mf stops with this timeout
-    "stop_on_stdin_eof": (lambda k, c: k["stdin_open"] is True and k["environment"]["MF_STOP_ON_STDIN_EOF"] == "1",
+    "stop_on_stdin_eof": (lambda k, c: k["stdin_open"] is True and k["detach"] is False
+                          and k["environment"]["MF_STOP_ON_STDIN_EOF"] == "1",
                           lambda k, c: "--interactive" in c and "MF_STOP_ON_STDIN_EOF=1" in c),
 }
 
