@@ -97,36 +97,39 @@ def fresh_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def second_engine(root: Path) -> Iterator[str]:
     """dockerd on its own data root, socket and bridge under ``root``. Its own bridge, not --bridge=none:
     a daemon started with none deletes the host's docker0, which the main engine's networked jobs need."""
-    sock = root / "docker.sock"
-    bridge = f"mfbr{os.getpid() % 100000}"
-    subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
-    subprocess.run(["ip", "addr", "add", "10.255.253.1/24", "dev", bridge], check=True)
-    subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
-    log = (root / "log").open("w")
-    proc = subprocess.Popen(
-        [str(DOCKERD_BIN), "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-         "--pidfile", str(root / "pid"), "--host", f"unix://{sock}", f"--bridge={bridge}", "--iptables=false",
-         "--ip-masq=false"], stdout=log, stderr=subprocess.STDOUT)
     import docker
 
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            docker.DockerClient(base_url=f"unix://{sock}").ping()
-            break
-        except Exception:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError(f"the second engine did not start: {(root / 'log').read_text()[-500:]}") from None
-            time.sleep(0.2)
+    root.mkdir(parents=True, exist_ok=True)
+    sock = root / "docker.sock"
+    bridge = f"mfbr{os.getpid() % 100000}"
+    subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)  # a leftover of a killed run
+    proc: subprocess.Popen | None = None
     try:
+        subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
+        subprocess.run(["ip", "addr", "add", "10.255.253.1/24", "dev", bridge], check=True)
+        subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+        log = (root / "log").open("w")
+        proc = subprocess.Popen(
+            [str(DOCKERD_BIN), "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+             "--pidfile", str(root / "pid"), "--host", f"unix://{sock}", f"--bridge={bridge}", "--iptables=false",
+             "--ip-masq=false"], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                docker.DockerClient(base_url=f"unix://{sock}").ping()
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"the second engine did not start: {(root / 'log').read_text()[-500:]}") from None
+                time.sleep(0.2)
         yield f"unix://{sock}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         subprocess.run(["umount", "-R", str(root / "data")], capture_output=True, check=False)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
         shutil.rmtree(root, ignore_errors=True)
