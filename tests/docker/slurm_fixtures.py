@@ -41,6 +41,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @contextlib.contextmanager
 def one_node_slurm(root: Path) -> Iterator[Path]:
     """Start munged (if none answers), slurmctld and slurmd for one node configured in ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
     for sub in ("state", "spool", "log"):
         (root / sub).mkdir()
