@@ -462,8 +462,8 @@ def _run_on_slurm(plan: JobPlan, request: JobRequest, output: Path | None, on_ev
         job_id, exit_code = slurm.run(plan, folder, options, events, output, timings)
     if os.environ.get("MF_TIMINGS") and timings.get("running"):  # for `make bench`; the event stream stays the same
         split = {"sbatch": timings["submitted"] - timings["start"], "scheduling": timings["running"] - timings["submitted"],
-                 "start": max(0.0, timings["first_event"] - timings["running"]),
-                 "job_and_streaming": timings["end"] - max(timings["first_event"], timings["running"])}
+                 "container_and_job": max(0.0, timings["first_event"] - timings["running"]),
+                 "streaming_after_first_event": timings["end"] - max(timings["first_event"], timings["running"])}
         print("mf-timings " + json.dumps(split), file=sys.stderr)
     if options.detach:
         return {"job": f"slurm-{job_id}", "backend": "slurm", "folder": str(folder), "detached": True}
