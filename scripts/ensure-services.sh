@@ -8,6 +8,7 @@ missing=()
 [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
 [ -x /usr/sbin/slurmctld ] || missing+=(slurm-wlm)
 [ -x /usr/sbin/munged ] || missing+=(munge)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)  # the tests' second Docker engine gets its own bridge
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi
