@@ -62,7 +62,7 @@ release: venv ## Sign and push the release manifest from push-image's entry file
 test-unit: venv model ## Run the tests that need no Docker engine
 	$(VENV)/bin/pytest -m "not docker" $(PYTEST_ARGS)
 
-bench: venv engine model ## Benchmarks: container vs native, image sizes, rebuild times (table + bench-results/bench.json; BENCH_ARGS=--cold)
+bench: venv engine services model ## Benchmarks: container vs native, image sizes, rebuild times (table + bench-results/bench.json; BENCH_ARGS=--cold)
 	$(VENV)/bin/python bench/run.py --checkpoint "$$($(VENV)/bin/python scripts/make_hf_checkpoint.py)" $(BENCH_ARGS)
 
 lint: venv ## ruff, mypy, hadolint (Dockerfiles), shellcheck (scripts), bandit (Python security)

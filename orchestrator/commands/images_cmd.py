@@ -113,7 +113,7 @@ def _specs(name: str | None, all_images: bool, flavour: str | None) -> list[Any]
         raise click.UsageError("Name a provider (see `mf providers`), or pass --all.")
     if all_images:
         return [images.image_spec(n, f) for n in available_providers() for f in images.flavours(n)
-                if not (n == "unsloth" and f == "cuda" and flavour == "cpu")]
+                if flavour is None or f == flavour]
     return [images.image_spec(str(name).lower(), flavour)]
 
 
@@ -240,12 +240,15 @@ def verify_command(name: str | None, all_images: bool, flavour: str | None, regi
 @flavour_option
 @key_option
 def save_command(names: tuple[str, ...], output: Path, flavour: str | None, key: str | None) -> None:
-    """Write images and a signed manifest of them into one file, for machines with no registry."""
+    """Write images (NAMES, default: every one built here) and a signed manifest into one file, for machines
+    with no registry."""
+    from .. import engine
     from .. import registry as reg
     from ..render import stdout_console
 
+    # no names: every provider image built on this machine
     specs = [s for n in names for s in _specs(n, False, flavour)] if names else [
-        s for s in _specs(None, True, flavour) if s.provider != "unsloth"]
+        s for s in _specs(None, True, flavour) if engine.image_exists(s.tag)]
     path = reg.save_bundle(specs, output.expanduser(), key, _say)
     stdout_console.print(f"{path} ({path.stat().st_size / 1e6:.0f} MB, {len(specs)} image(s))")
 
