@@ -8,6 +8,8 @@ MF := $(VENV)/bin/mf
 DEMO_MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 PROVIDERS := $(notdir $(patsubst %/Dockerfile,%,$(wildcard images/*/Dockerfile)))
 PYTEST_ARGS ?=
+# make test CUDA=1 also builds the gguf cuda image (its CUDA kernels: most of an hour on 2 cores)
+CUDA ?=
 # Where pip finds torch's CPU build on this machine; uv does not read pip's config, so pass it on.
 LOCK_FIND_LINKS ?= $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
 
@@ -47,8 +49,8 @@ demo: venv engine model ## Build what is missing and run the gguf provider on th
 	$(MF) run --provider gguf validate --model $(DEMO_MODEL)
 	$(MF) run --provider gguf load --model $(DEMO_MODEL) --prompt "The capital of France is"
 
-test: venv engine services model ## Run every test, Docker ones included (builds missing images)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+test: venv engine services model ## Run every test, Docker ones included (builds missing images; CUDA=1 also the gguf cuda image)
+	MF_BUILD_CUDA=$(CUDA) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-image: venv engine services model ## Contract tests of one image, as CI's matrix runs them (PROVIDER=gguf FLAVOUR=cpu)
 	MF_TEST_PROVIDER=$(PROVIDER) MF_TEST_FLAVOUR=$(FLAVOUR) $(VENV)/bin/pytest -m contract $(PYTEST_ARGS)
@@ -68,7 +70,7 @@ bench: venv engine services model ## Benchmarks: container vs native, image size
 lint: venv ## ruff, mypy, hadolint (Dockerfiles), shellcheck (scripts), bandit (Python security)
 	$(VENV)/bin/ruff check providers orchestrator tests scripts bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/hadolint images/*/Dockerfile
+	$(VENV)/bin/hadolint images/*/Dockerfile images/*/Dockerfile.*
 	$(VENV)/bin/shellcheck scripts/*.sh images/base/*.sh .ci/run
 	$(VENV)/bin/bandit -q -r providers orchestrator -ll
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml

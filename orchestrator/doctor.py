@@ -60,15 +60,11 @@ def check_gpus(info: dict[str, Any] | None) -> list[Check]:
     driver = gpus[0].rsplit(",", 1)[-1].strip()
     checks.append(Check("gpus", "ok", f"{len(gpus)}: {'; '.join(gpus)}"))
     for tag, floor in _cuda_floors().items():
-        ok = _version(driver) >= _version(floor)
+        ok = engine.version_tuple(driver) >= engine.version_tuple(floor)
         checks.append(Check(f"driver for {tag}", "ok" if ok else "fail",
                             f"driver {driver}, image needs >= {floor}",
                             "" if ok else "update the NVIDIA driver"))
     return checks
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split(".") if p.isdigit())
 
 
 def _cuda_floors() -> dict[str, str]:

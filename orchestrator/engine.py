@@ -6,8 +6,11 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from providers.errors import EngineError, ImageError
@@ -90,6 +93,33 @@ def has_nvidia_runtime() -> bool:
             return "nvidia" in (info.get("Runtimes") or {})
     runtimes = client().info().get("Runtimes") or {}
     return "nvidia" in runtimes
+
+
+_DRIVER_VERSION = re.compile(r"\s(\d{3,}\.\d+(?:\.\d+)?)\s")
+
+
+def host_driver_version(proc_file: Path = Path("/proc/driver/nvidia/version")) -> str | None:
+    """The NVIDIA driver of the host the engine runs on, when that host is this one (a local socket):
+    from the kernel module's version file, else nvidia-smi; None where neither says."""
+    if _unix_socket() is None:
+        return None
+    with contextlib.suppress(OSError):
+        found = _DRIVER_VERSION.search(proc_file.read_text())
+        if found:
+            return found.group(1)
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],  # noqa: S603
+                             capture_output=True, text=True, check=False, timeout=_timeout())
+        first = out.stdout.strip().splitlines()[:1]
+        return first[0].strip() if first else None
+    return None
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
 
 
 def engine_version() -> str:

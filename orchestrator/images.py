@@ -3,7 +3,9 @@ tag, and building it from a staged wheelhouse with no network.
 
 An image recipe is ``images/<provider>/Dockerfile`` plus one hash-locked
 ``requirements.<flavour>.txt`` per flavour (and an optional ``requirements.build.txt`` for the
-builder stage). The tag ``modelforge/<provider>:<flavour>-<hash12>`` hashes the Dockerfile, the
+builder stage). A flavour that builds differently has its own ``Dockerfile.<flavour>`` and may add
+``requirements.build.<flavour>.txt`` (the gguf cuda flavour's CUDA toolkit, say).
+The tag ``modelforge/<provider>:<flavour>-<hash12>`` hashes the Dockerfile, the
 locks, the provider package and the base images, so any change to what is inside gives a new tag.
 """
 
@@ -186,6 +188,9 @@ class ImageSpec:
 
     @property
     def dockerfile(self) -> Path:
+        flavoured = self.recipe / f"Dockerfile.{self.flavour}"
+        if flavoured.exists():
+            return flavoured
         own = self.recipe / "Dockerfile"
         if own.exists() or self.recipe.parent == IMAGES_DIR:
             return own
@@ -201,13 +206,14 @@ class ImageSpec:
         return self.recipe / f"requirements.{self.flavour}.txt"
 
     @property
-    def build_lock(self) -> Path | None:
-        path = self.recipe / BUILD_LOCK
-        return path if path.exists() else None
+    def build_locks(self) -> list[Path]:
+        """The builder stage's locks: requirements.build.txt, then requirements.build.<flavour>.txt."""
+        paths = [self.recipe / BUILD_LOCK, self.recipe / f"requirements.build.{self.flavour}.txt"]
+        return [p for p in paths if p.exists()]
 
     @property
     def locks(self) -> list[Path]:
-        return [self.lock] + ([self.build_lock] if self.build_lock else [])
+        return [self.lock, *self.build_locks]
 
     @property
     def warm_imports(self) -> bytes:
@@ -237,6 +243,21 @@ class ImageSpec:
         parts += [BASE_RUNTIME.tag.encode()] + ([BASE_BUILD.tag.encode()] if self.uses_build_base else [])
         return _sha256(*parts)
 
+    @cached_property
+    def build_hash(self) -> str:
+        """What the layers before the project's code depend on: a build with the same build hash on the
+        engine means a change to providers/ alone rebuilds only the last layers."""
+        parts = [self.dockerfile.read_bytes(), *(p.read_bytes() for p in self.locks), self.warm_imports,
+                 BASE_RUNTIME.tag.encode()] + ([BASE_BUILD.tag.encode()] if self.uses_build_base else [])
+        return _sha256(*parts)[:12]
+
+    def build_cached(self) -> bool:
+        """Whether an image built from this recipe (any version of the project's code) is on the engine."""
+        found = engine.client().images.list(filters={"label": [
+            f"{label('provider')}={self.provider}", f"{label('flavour')}={self.flavour}",
+            f"{label('build-hash')}={self.build_hash}"]})
+        return bool(found)
+
     @property
     def tag(self) -> str:
         return f"{REPOSITORY}/{self.provider}:{self.flavour}-{self.content_hash[:12]}"
@@ -261,6 +282,7 @@ class ImageSpec:
             flavour=self.flavour,
             content_hash=self.content_hash,
             lock_hash=self.lock_hash,
+            build_hash=self.build_hash,
             versions=",".join(f"{k}=={v}" for k, v in self.key_versions.items()),
             **extra,
         )
@@ -413,7 +435,7 @@ def flavours(provider: str) -> list[str]:
     recipe = recipe_dir(provider)
     return sorted(
         p.name.removeprefix("requirements.").removesuffix(".txt")
-        for p in recipe.glob("requirements.*.txt") if p.name != BUILD_LOCK
+        for p in recipe.glob("requirements.*.txt") if not p.name.startswith("requirements.build.")
     )
 
 
@@ -427,7 +449,8 @@ def resolve_flavour(provider: str, requested: str | None = None, gpu_host: bool 
         )
     if requested:
         if requested not in available:
-            raise ImageError(f"Provider {provider} has no {requested!r} flavour. Flavours: {available}")
+            raise ImageError(f"Provider {provider} has no {requested!r} flavour. Flavours: {available}",
+                             f"Pass --flavour {available[0]}, or leave --flavour out to get the host's default.")
         return requested
     if gpu_host is None:
         gpu_host = engine.has_nvidia_runtime()

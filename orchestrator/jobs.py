@@ -239,6 +239,19 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def check_driver_floor(spec: images.ImageSpec, driver: str | None) -> None:
+    """Refuse, before any container, a GPU job whose image needs a newer NVIDIA driver than the host has."""
+    floor = spec.driver_floor
+    if floor is None or driver is None or engine.version_tuple(driver) >= engine.version_tuple(floor):
+        return
+    raise ConfigurationError(
+        f"This host's NVIDIA driver is {driver}; the {spec.provider} {spec.flavour} image needs {floor} or newer "
+        "(its CUDA runtime's floor).",
+        "Update the NVIDIA driver, or run on the CPU with --gpus none"
+        + (" --flavour cpu." if "cpu" in images.flavours(spec.provider) else "."),
+    )
+
+
 def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress,
             on_layer: Callable[[dict[str, Any]], None] = lambda event: None) -> dict[str, Any]:
     """Run ``request`` in its provider's image; return the result payload or raise the job's error."""
@@ -269,6 +282,8 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress,
         )
 
     spec = images.image_spec(provider_name, request.flavour, gpu_host)
+    if request.backend == "docker" and gpu_host and request.gpus != "none":
+        check_driver_floor(spec, engine.host_driver_version())
     image = registry.obtain(spec, on_build, on_layer, request.registry, request.build)
 
     uid, gid = _job_user()
@@ -531,7 +546,7 @@ def _outcome(result: dict[str, Any] | None, error: ErrorEvent | None, exit_code:
         exc.reported = True  # its error event has been shown already
         raise exc
     if exit_code == 0 and result is not None:
-        return result
+        return {**result, "image": image}  # which build ran it: the flavour and the content tag
     if oom or exit_code == 137:
         raise OutOfMemoryError(
             "The job ran out of memory and was killed." if oom

@@ -118,8 +118,23 @@ class RichRenderer:
                 continue
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
                 value = f"{value:,}"
+            elif key == "backend" and isinstance(value, dict):
+                value = _backend_line(value)
+            elif isinstance(value, dict | list):
+                value = json.dumps(value)
             table.add_row(key, str(value))
         stdout_console.print(table)
+
+
+def _backend_line(backend: dict[str, Any]) -> str:
+    """One line: ``CUDA0 (NVIDIA H100) + CPU (AMD EPYC) · 31/31 layers on the GPU · libggml-cpu-zen4.so``."""
+    devices = " + ".join(f"{d.get('name')} ({d.get('description')})" for d in backend.get("devices", []))
+    parts = [devices or "no devices listed"]
+    if backend.get("layers") is not None:
+        parts.append(f"{backend.get('layers_offloaded', 0)}/{backend['layers']} layers on the GPU")
+    if backend.get("cpu_backend"):
+        parts.append(str(backend["cpu_backend"]))
+    return " · ".join(parts)
 
 
 class LayerProgress:

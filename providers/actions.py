@@ -65,6 +65,9 @@ def load(provider: Any, job: JobSpec, events: EventWriter) -> dict[str, Any]:
     device = getattr(provider, "device_of", None)
     if callable(device):
         result["device"] = device(model)
+    backend = getattr(provider, "backend_of", None)
+    if callable(backend):
+        result["backend"] = backend(model)
     events.metric("load_seconds", load_seconds)
     if job.prompt is not None:
         events.stage("generate", f"up to {job.max_new_tokens} new tokens")

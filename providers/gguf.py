@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,59 @@ from .log import logger
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_MODEL_CLASSES = ("AutoModelForCausalLM",)
+#: llama.cpp's own count, logged as it places the weights: "offloaded 31/31 layers to GPU"
+_OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+_DEVICE_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
+
+
+@contextlib.contextmanager
+def _llama_log(llama_cpp: Any) -> Iterator[list[str]]:
+    """Collect what llama.cpp logs (it prints nothing with verbose=False); its own callback after."""
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+    def collect(level: int, text: bytes, user_data: Any) -> None:
+        lines.append(text.decode("utf-8", errors="replace"))
+
+    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    try:
+        yield lines
+    finally:
+        from llama_cpp import _logger
+
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+def ggml_devices(llama_cpp: Any) -> list[dict[str, str]]:
+    """The devices llama.cpp's loaded backends offer (ggml's device registry, read through ctypes)."""
+    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml.so"))
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+    for fn in (lib.ggml_backend_dev_name, lib.ggml_backend_dev_description):
+        fn.argtypes = [ctypes.c_void_p]
+        fn.restype = ctypes.c_char_p
+    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_type.restype = ctypes.c_int
+    devices = []
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        devices.append({
+            "name": (lib.ggml_backend_dev_name(dev) or b"").decode(),
+            "description": (lib.ggml_backend_dev_description(dev) or b"").decode().strip(),
+            "type": _DEVICE_TYPES.get(lib.ggml_backend_dev_type(dev), "other"),
+        })
+    return devices
+
+
+def cpu_backend_library() -> str | None:
+    """Which build of llama.cpp's CPU backend this process runs (libggml-cpu-haswell.so, say)."""
+    with contextlib.suppress(OSError), open("/proc/self/maps") as maps:
+        for line in maps:
+            name = line.rsplit("/", 1)[-1].strip()
+            if name.startswith("libggml-cpu") and ".so" in name:
+                return name
+    return None
 
 
 def read_gguf(path: Path) -> GGUFHeader:
@@ -149,21 +206,35 @@ class GGUFProvider(BaseProvider):
         path = self.resolve_path(model_id)
         import llama_cpp
 
+        # With backends built as modules (the cuda image), this loads them: CUDA only where a driver is.
         gpu = device_map != "cpu" and bool(llama_cpp.llama_supports_gpu_offload())
         logger.info("loading %s with llama.cpp on the %s", path.name, "GPU" if gpu else "CPU")
         try:
-            model = llama_cpp.Llama(
-                model_path=str(path),
-                n_gpu_layers=-1 if gpu else 0,
-                n_ctx=int(kwargs.get("n_ctx", self.n_ctx)),
-                n_threads=kwargs.get("n_threads", self.n_threads),
-                n_threads_batch=kwargs.get("n_threads", self.n_threads),
-                seed=self.seed,
-                verbose=False,
-            )
+            with _llama_log(llama_cpp) as log:
+                model = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_gpu_layers=-1 if gpu else 0,
+                    n_ctx=int(kwargs.get("n_ctx", self.n_ctx)),
+                    n_threads=kwargs.get("n_threads", self.n_threads),
+                    n_threads_batch=kwargs.get("n_threads", self.n_threads),
+                    seed=self.seed,
+                    verbose=False,
+                )
         except ValueError as exc:
             raise ModelAccessError(f"llama.cpp could not load {path.name}: {exc}", "Check the file.") from None
-        model._mf_device = "cuda" if gpu else "cpu"
+        # llama.cpp logs the count only where a GPU backend is loaded; else none of the blocks (and
+        # not the output layer, which it counts as one more) left the CPU.
+        offloaded = next((m for m in map(_OFFLOADED.search, log) if m), None)
+        arch = self._read(path).get("general.architecture")
+        blocks = self._read(path).get(f"{arch}.block_count")
+        layers = int(offloaded.group(2)) if offloaded else int(blocks) + 1 if blocks is not None else None
+        model._mf_device = "cuda" if gpu and offloaded and int(offloaded.group(1)) > 0 else "cpu"
+        model._mf_backend = {
+            "devices": ggml_devices(llama_cpp),
+            "layers_offloaded": int(offloaded.group(1)) if offloaded else 0,
+            "layers": layers,
+            "cpu_backend": cpu_backend_library(),
+        }
         return model
 
     def load_tokenizer(self, model_id: str, **kwargs: Any) -> GGUFTokenizer:
@@ -176,6 +247,10 @@ class GGUFProvider(BaseProvider):
     # -- hooks ------------------------------------------------------------------------------
     def device_of(self, model: Any) -> str:
         return str(getattr(model, "_mf_device", "cpu"))
+
+    def backend_of(self, model: Any) -> dict[str, Any]:
+        """What ran the model: llama.cpp's devices, how many layers went to the GPU, the CPU build."""
+        return dict(getattr(model, "_mf_backend", {}))
 
     def generate(self, model: Any, tokenizer: Any, prompt: str, *, max_new_tokens: int,
                  temperature: float) -> dict[str, Any]:

@@ -29,6 +29,7 @@ CONTRACT_LABEL = "org.modelforge.test-contract"
 #: (provider, flavour, image fixture, model fixture, the file or folder name, what validate reports)
 CASES = [
     ("gguf", "cpu", "gguf_image", "demo_model", {"architecture": "llama", "parameters": 134_515_008}),
+    ("gguf", "cuda", "gguf_cuda_image", "demo_model", {"architecture": "llama", "parameters": 134_515_008}),
     ("huggingface", "cpu", "hf_image", "smollm2_hf", {"architecture": "LlamaForCausalLM", "parameters": 134_515_008}),
     ("unsloth", "cuda", "unsloth_image", "smollm2_hf", {"architecture": "LlamaForCausalLM", "parameters": 134_515_008}),
 ]

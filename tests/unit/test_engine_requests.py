@@ -30,3 +30,67 @@ def test_flavour_follows_the_host() -> None:
     # a CUDA-only image still runs validate on a CPU host; GPU jobs are refused earlier
     assert images.resolve_flavour("unsloth", gpu_host=False) == "cuda"
     assert images.resolve_flavour("huggingface", "cpu", gpu_host=True) == "cpu"
+    # gguf has both since its cuda image: a GPU host gets llama.cpp's CUDA backend without asking
+    assert images.resolve_flavour("gguf", gpu_host=True) == "cuda"
+    assert images.resolve_flavour("gguf", gpu_host=False) == "cpu"
+
+
+def test_a_flavour_with_its_own_dockerfile_and_build_lock() -> None:
+    cuda, cpu = images.image_spec("gguf", "cuda"), images.image_spec("gguf", "cpu")
+    assert images.flavours("gguf") == ["cpu", "cuda"]  # requirements.build*.txt are not flavours
+    assert cuda.dockerfile.name == "Dockerfile.cuda" and cpu.dockerfile.name == "Dockerfile"
+    assert [p.name for p in cuda.locks] == ["requirements.cuda.txt", "requirements.build.txt",
+                                            "requirements.build.cuda.txt"]
+    assert [p.name for p in cpu.locks] == ["requirements.cpu.txt", "requirements.build.txt"]
+    assert cuda.driver_floor == "580.65.06" and cpu.driver_floor is None
+    # the toolkit it compiles with is the runtime it ships: the same CUDA libraries, pinned alike
+    build = images.lock_versions(cuda.recipe / "requirements.build.cuda.txt")
+    run = images.lock_versions(cuda.lock)
+    for name in ("nvidia-cuda-runtime", "nvidia-cublas", "nvidia-cuda-nvrtc"):
+        assert build[name] == run[name], name
+    assert build["nvidia-cuda-nvcc"].split(".")[:2] == run["nvidia-cuda-runtime"].split(".")[:2]
+
+
+def test_a_flavour_that_is_not_there_names_the_ones_that_are(tmp_path, monkeypatch) -> None:
+    from providers.errors import ImageError
+
+    recipe = tmp_path / "plugin"
+    recipe.mkdir()
+    (recipe / "requirements.cpu.txt").write_text("")
+    (recipe / "requirements.build.txt").write_text("")
+    monkeypatch.setattr(images, "recipe_dir", lambda provider: recipe)
+    with pytest.raises(ImageError) as caught:
+        images.resolve_flavour("plugin", "cuda")
+    assert caught.value.message == "Provider plugin has no 'cuda' flavour. Flavours: ['cpu']"
+    assert "--flavour cpu" in caught.value.hint
+
+
+@pytest.mark.parametrize(("driver", "refused"), [("535.104.05", True), ("580.65.06", False), ("590.1", False)])
+def test_an_old_driver_is_refused_before_any_container(driver: str, refused: bool) -> None:
+    from orchestrator.jobs import check_driver_floor
+    from providers.errors import ConfigurationError
+
+    spec = images.image_spec("gguf", "cuda")
+    if not refused:
+        check_driver_floor(spec, driver)
+        return
+    with pytest.raises(ConfigurationError) as caught:
+        check_driver_floor(spec, driver)
+    assert caught.value.message == (f"This host's NVIDIA driver is {driver}; the gguf cuda image needs 580.65.06 "
+                                    "or newer (its CUDA runtime's floor).")
+    assert "--flavour cpu" in caught.value.hint
+    check_driver_floor(images.image_spec("gguf", "cpu"), driver)  # no CUDA inside: any driver will do
+    check_driver_floor(spec, None)  # a remote engine's driver is unknown here: `mf doctor` on that host says
+
+
+@pytest.mark.parametrize("text", [
+    "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\nGCC version:  gcc 12\n",
+    "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  535.104.05  Release Build  (dvs-builder@U16)\n",
+])
+def test_the_driver_version_is_read_from_the_kernel_module(tmp_path, monkeypatch, text: str) -> None:
+    from orchestrator import engine
+
+    monkeypatch.setattr(engine, "_unix_socket", lambda: "/var/run/docker.sock")
+    version_file = tmp_path / "version"
+    version_file.write_text(text)
+    assert engine.host_driver_version(version_file) == "535.104.05"
