@@ -13,7 +13,7 @@ CUDA ?=
 # Where pip finds torch's CPU build on this machine; uv does not read pip's config, so pass it on.
 LOCK_FIND_LINKS ?= $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
 
-.PHONY: help venv engine services model image-base images demo test test-unit test-image push-image release bench lint lock-% image-%
+.PHONY: help venv engine services model image-base images demo test test-unit test-image push-image release bench gpu-bundle lint lock-% image-%
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z%_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -66,6 +66,9 @@ test-unit: venv model ## Run the tests that need no Docker engine
 
 bench: venv engine services model ## Benchmarks: container vs native, image sizes, rebuild times (table + bench-results/bench.json; BENCH_ARGS=--cold)
 	$(VENV)/bin/python bench/run.py --checkpoint "$$($(VENV)/bin/python scripts/make_hf_checkpoint.py)" $(BENCH_ARGS)
+
+gpu-bundle: venv engine ## Copy llama_cpp/ out of the gguf cuda image into .cache/gpu-bundle, for a GPU machine without Docker
+	$(VENV)/bin/python scripts/gguf_gpu_check.py --bundle .cache/gpu-bundle
 
 lint: venv ## ruff, mypy, hadolint (Dockerfiles), shellcheck (scripts), bandit (Python security)
 	$(VENV)/bin/ruff check providers orchestrator tests scripts bench
