@@ -211,6 +211,28 @@ def bench_gguf_generation(reps: int, gguf_tag: str) -> dict[str, Any]:
     return {"runs": runs, "ratio": ratio, "target": 0.97}
 
 
+def bench_gguf_cuda_on_cpu(reps: int) -> dict[str, Any] | None:
+    """The cuda image on this CPU-only host (its CPU backend, the variant for this CPU) against the cpu
+    image, both through `mf run`, alternating; None where the cuda image is not built."""
+    spec = images.image_spec("gguf", "cuda")
+    if not (engine.image_exists(spec.tag) or spec.build_cached()):
+        return None
+    spec.ensure(lambda line: print(line, file=sys.stderr))
+    seen: dict[str, dict[str, Any]] = {}
+
+    def side(flavour: str) -> Callable[[], float]:
+        def run() -> float:
+            proc = timed([sys.executable, "-m", "orchestrator", "run", "--provider", "gguf", "--flavour", flavour,
+                          "load", "--model", str(GGUF), "--prompt", PROMPT, "--max-new-tokens", "128", "--json"])[1]
+            seen[flavour] = last_json(proc)
+            return float(seen[flavour]["tokens_per_second"])
+        return run
+
+    runs = alternate(reps, {"cpu image": side("cpu"), "cuda image": side("cuda")})
+    return {"runs": runs, "ratio": median(runs["cuda image"]) / median(runs["cpu image"]), "target": 0.97,
+            "cpu_backend": seen["cuda"].get("backend", {}).get("cpu_backend"), "device": seen["cuda"].get("device")}
+
+
 # -- 3. huggingface LoRA training and model load ----------------------------------------------
 def bench_huggingface(reps: int, checkpoint: Path) -> dict[str, Any]:
     spec = images.image_spec("huggingface", "cpu")
@@ -375,6 +397,20 @@ def status(value: float, target: float, higher_is_better: bool) -> str:
 
 def table(report: dict[str, Any]) -> str:
     lines = ["| measure | container | native / baseline | ratio or figure | target | |", "|---|---|---|---|---|---|"]
+    if "overhead" in report:
+        lines += _table_runs(report)
+    cc = report.get("gguf_cuda_on_cpu")
+    if cc:
+        lines.append(f"| gguf generation on this CPU, cuda image ({cc['cpu_backend']}) vs cpu image (tokens/s) | "
+                     f"{median(cc['runs']['cuda image']):.1f} | {median(cc['runs']['cpu image']):.1f} | "
+                     f"{cc['ratio']:.3f} | >= {cc['target']} | {status(cc['ratio'], cc['target'], True)} |")
+    if "images" in report:
+        lines += _table_images(report["images"])
+    return "\n".join(lines)
+
+
+def _table_runs(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     ov = report["overhead"]
     med = ov["median"]
     lines.append(f"| `mf run --provider gguf validate` wall time (s) | {med['mf run validate']:.2f} | "
@@ -428,7 +464,11 @@ def table(report: dict[str, Any]) -> str:
         for name, seconds in sl["split_s"].items():
             lines.append(f"| &nbsp;&nbsp;of which: {name.replace('_', ' ')} | {seconds:.2f} s | | | "
                          "(part of the row above) | |")
-    im = report["images"]
+    return lines
+
+
+def _table_images(im: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     for row in im["sizes"]:
         size = row["size_mb"]
         verdict = f"{status(size, row['target_mb'], False)} {row['note']}".strip() if size else row["note"]
@@ -441,7 +481,7 @@ def table(report: dict[str, Any]) -> str:
         target = COLD_BUILD_TARGETS_S[provider]
         lines.append(f"| cold build (no cache, wheels staged): {provider} (s) | {seconds:.0f} | | | <= {target} | "
                      f"{status(seconds, target, False)} |")
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> int:
@@ -450,7 +490,18 @@ def main() -> int:
     parser.add_argument("--cold", action="store_true", help="also time no-cache builds (minutes)")
     parser.add_argument("--checkpoint", type=Path, required=True, help="the SmolLM2 Hugging Face checkpoint")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "bench.json")
+    parser.add_argument("--only", choices=["gguf-cuda", "images"],
+                        help="measure one part only (its rows of the table; bench.json is not overwritten)")
     args = parser.parse_args()
+    if args.only:
+        part: dict[str, Any] = {}
+        if args.only == "gguf-cuda":
+            part["gguf_cuda_on_cpu"] = bench_gguf_cuda_on_cpu(args.reps)
+        else:
+            part["images"] = bench_images(args.cold)
+        print(json.dumps(part, indent=2))
+        print(table(part))
+        return 0
     gguf_tag = images.image_spec("gguf", "cpu").ensure(lambda line: print(line, file=sys.stderr))
     images.image_spec("huggingface", "cpu").ensure(lambda line: print(line, file=sys.stderr))
     report: dict[str, Any] = {
@@ -470,6 +521,8 @@ def main() -> int:
     if os.getuid() == 0:
         print("registry, empty engine, Slurm ...", file=sys.stderr)
         report["travel"] = bench_travel_and_clusters(args.reps, gguf_tag)
+    print("gguf cuda image on this CPU ...", file=sys.stderr)
+    report["gguf_cuda_on_cpu"] = bench_gguf_cuda_on_cpu(args.reps)
     print("images ...", file=sys.stderr)
     report["images"] = bench_images(args.cold)
     report["table"] = table(report)
