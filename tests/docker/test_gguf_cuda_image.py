@@ -40,10 +40,14 @@ def test_the_cuda_backend_needs_nothing_from_outside_but_the_driver(gguf_cuda_im
     listing = _in_image(gguf_cuda_image, docker_client, "/lib64/ld-linux-x86-64.so.2", "--list", CUDA_BACKEND)
     resolved = dict(re.findall(r"^\s*(\S+) => (\S+)", listing, flags=re.M))
     missing = sorted(name for name, where in resolved.items() if where == "not")
-    assert missing == ["libcuda.so.1"], listing  # the driver's, mounted by the NVIDIA container runtime
-    for lib in ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13"):
-        assert resolved.get(lib, "").startswith(f"{SITE}/nvidia/cu13/lib/"), listing
-    assert resolved["libggml-base.so.0"].startswith(f"{SITE}/llama_cpp/lib/"), listing
+    # the driver's, which the NVIDIA container runtime mounts: named, so the backend loads on a GPU host
+    assert missing == ["libcuda.so.1"], listing
+    cuda = ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13")
+    for lib in (*cuda, "libggml-base.so.0"):
+        assert resolved.get(lib, "").startswith(f"{SITE}/llama_cpp/lib/"), listing  # found through $ORIGIN
+    real = json.loads(_in_image(gguf_cuda_image, docker_client, "/opt/venv/bin/python", "-c", (
+        f"import os, json; print(json.dumps([os.path.realpath('{SITE}/llama_cpp/lib/' + n) for n in {list(cuda)}]))")))
+    assert all(path.startswith(f"{SITE}/nvidia/cu13/lib/") for path in real), real  # the wheels' own files
 
 
 def test_the_runtime_has_no_compiler_headers_or_stub(gguf_cuda_image: str, docker_client: Any) -> None:
