@@ -42,9 +42,24 @@ def _llama_log(llama_cpp: Any) -> Iterator[list[str]]:
         llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 
 
+def _mapped_library(prefix: str) -> str | None:
+    """The path of the loaded shared library whose file name starts with ``prefix`` (/proc/self/maps)."""
+    with contextlib.suppress(OSError), open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)  # address, perms, offset, device, inode, path
+            path = fields[5].strip() if len(fields) == 6 else ""
+            if path.startswith("/") and path.rsplit("/", 1)[-1].startswith(prefix):
+                return path
+    return None
+
+
 def ggml_devices(llama_cpp: Any) -> list[dict[str, str]]:
-    """The devices llama.cpp's loaded backends offer (ggml's device registry, read through ctypes)."""
-    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml.so"))
+    """The devices llama.cpp's loaded backends offer (ggml's device registry, read through ctypes).
+
+    The very libggml llama.cpp loaded is opened again, by its path: another copy of the file (pip
+    installs libggml.so and libggml.so.0 as two files) would be a second registry with no backends."""
+    loaded = _mapped_library("libggml.so") or str(Path(llama_cpp.__file__).parent / "lib" / "libggml.so")
+    lib = ctypes.CDLL(loaded)
     lib.ggml_backend_dev_count.restype = ctypes.c_size_t
     lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
     lib.ggml_backend_dev_get.restype = ctypes.c_void_p
@@ -66,12 +81,8 @@ def ggml_devices(llama_cpp: Any) -> list[dict[str, str]]:
 
 def cpu_backend_library() -> str | None:
     """Which build of llama.cpp's CPU backend this process runs (libggml-cpu-haswell.so, say)."""
-    with contextlib.suppress(OSError), open("/proc/self/maps") as maps:
-        for line in maps:
-            name = line.rsplit("/", 1)[-1].strip()
-            if name.startswith("libggml-cpu") and ".so" in name:
-                return name
-    return None
+    path = _mapped_library("libggml-cpu")
+    return path.rsplit("/", 1)[-1] if path else None
 
 
 def read_gguf(path: Path) -> GGUFHeader:
