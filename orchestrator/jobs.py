@@ -450,7 +450,7 @@ def _follow_on_kubernetes(plan: JobPlan, request: JobRequest, on_event: EventSin
     name = kubernetes.job_name(plan, secrets.token_hex(3))
     if options.dry_run:
         return {"manifests": kubernetes.to_yaml(kubernetes.build_objects(plan, name, options)), "dry_run": True}
-    events = _EventLines(on_event)
+    events = _EventLines(on_event, plan.image)
 
     with _sigterm_as_interrupt():
         exit_code, oom = kubernetes.run(plan, name, options, events)
@@ -470,7 +470,7 @@ def _run_on_slurm(plan: JobPlan, request: JobRequest, output: Path | None, on_ev
     plan.labels["org.modelforge.backend"] = "slurm"
     folder = slurm.new_job_dir()
     plan.mounts.append(Mount(str(folder / "job"), str(JOB_DIR), True))
-    events = _EventLines(on_event)
+    events = _EventLines(on_event, plan.image)
 
     timings: dict[str, float] = {}
     with _sigterm_as_interrupt():
@@ -491,8 +491,9 @@ class _EventLines:
     """Decodes a job's stdout, line by line, into contract events (the same on every backend): each is
     shown as it comes; the result and the error are kept for the job's outcome."""
 
-    def __init__(self, on_event: EventSink) -> None:
+    def __init__(self, on_event: EventSink, image: str) -> None:
         self.on_event = on_event
+        self.image = image
         self.result: dict[str, Any] | None = None
         self.error: ErrorEvent | None = None
 
@@ -501,6 +502,8 @@ class _EventLines:
             event = decode_event(line)
         except ValueError:
             return  # not ours: the entrypoint keeps stdout for events, so this is rare noise
+        if isinstance(event, ResultEvent):  # which build ran it: the provider, the flavour, the content tag
+            event = event.model_copy(update={"image": self.image})
         self.on_event(event)
         if isinstance(event, ResultEvent):
             self.result = event_payload(event)
@@ -509,7 +512,7 @@ class _EventLines:
 
 
 def _follow(container: Any, image: str, on_event: EventSink, grace: int) -> dict[str, Any]:
-    events = _EventLines(on_event)
+    events = _EventLines(on_event, image)
     with _sigterm_as_interrupt(), contextlib.ExitStack() as held:
         try:
             # Held until mf returns or dies: its end is the job's signal to stop (see providers.runtime).
@@ -546,7 +549,7 @@ def _outcome(result: dict[str, Any] | None, error: ErrorEvent | None, exit_code:
         exc.reported = True  # its error event has been shown already
         raise exc
     if exit_code == 0 and result is not None:
-        return {**result, "image": image}  # which build ran it: the flavour and the content tag
+        return result
     if oom or exit_code == 137:
         raise OutOfMemoryError(
             "The job ran out of memory and was killed." if oom

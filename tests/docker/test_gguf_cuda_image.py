@@ -37,7 +37,7 @@ def _in_image(image: str, docker_client: Any, *command: str) -> str:
 
 
 def test_the_cuda_backend_needs_nothing_from_outside_but_the_driver(gguf_cuda_image: str, docker_client: Any) -> None:
-    listing = _in_image(gguf_cuda_image, docker_client, "/lib64/ld-linux-x86-64.so.2", "--list", CUDA_BACKEND)
+    listing = _in_image(gguf_cuda_image, docker_client, "ldd", CUDA_BACKEND)
     resolved = dict(re.findall(r"^\s*(\S+) => (\S+)", listing, flags=re.M))
     missing = sorted(name for name, where in resolved.items() if where == "not")
     # the driver's, which the NVIDIA container runtime mounts: named, so the backend loads on a GPU host
@@ -51,11 +51,14 @@ def test_the_cuda_backend_needs_nothing_from_outside_but_the_driver(gguf_cuda_im
 
 
 def test_the_runtime_has_no_compiler_headers_or_stub(gguf_cuda_image: str, docker_client: Any) -> None:
+    # the toolkit and the build's leftovers: compilers, headers, static and link-time libraries, the
+    # driver stub, CMake's package files, the build tools
     found = _in_image(gguf_cuda_image, docker_client, "/opt/venv/bin/python", "-c", (
         "import pathlib, json; root = pathlib.Path('/opt/venv');"
         "print(json.dumps(sorted(str(p) for p in root.rglob('*') if p.name in "
-        "('nvcc', 'ptxas', 'cicc', 'cuda_runtime.h', 'cublas_v2.h', 'libcuda.so', 'cmake', 'ninja') "
-        "or p.suffix == '.a')))"))
+        "('nvcc', 'ptxas', 'cicc', 'nvlink', 'cuda_runtime.h', 'cublas_v2.h', 'llama.h', 'ggml.h', 'libcuda.so', "
+        "'libcudart.so', 'libcublas.so', 'ggml-config.cmake', 'ninja', 'cmake') "
+        "or (p.suffix == '.a' and 'nvidia' in p.parts))))"))
     assert json.loads(found) == []
     libs = json.loads(_in_image(gguf_cuda_image, docker_client, "/opt/venv/bin/python", "-c", (
         f"import os, json; print(json.dumps(sorted(os.listdir('{SITE}/llama_cpp/lib'))))")))
