@@ -48,7 +48,8 @@ def bundle(out: Path) -> int:
         site = out / "site-packages"
         site.mkdir(parents=True, exist_ok=True)
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-            tar.extractall(site, filter="data")
+            # tar filters came with Python 3.11.4; Debian 12's python3 is 3.11.2
+            tar.extractall(site, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # noqa: S202
     finally:
         container.remove(force=True)
     size = sum(p.stat().st_size for p in (site / "llama_cpp").rglob("*") if p.is_file())
