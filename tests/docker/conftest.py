@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -118,6 +119,13 @@ class MfResult:
     @property
     def last(self) -> dict[str, Any]:
         return self.events[-1]
+
+
+def sigint_as_at_a_terminal() -> None:
+    """For a child that a test interrupts: SIGINT back to its default, as in a terminal. A test run started
+    in the background by a non-interactive shell inherits SIGINT ignored, and Python then never turns it
+    into KeyboardInterrupt; Ctrl-C at a terminal is what these tests stand for."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def mf(*args: str, timeout: float = 300) -> MfResult:

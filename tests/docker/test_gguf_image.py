@@ -17,7 +17,7 @@ import pytest
 from orchestrator import images
 from providers.contract import EXIT_CODES
 
-from .conftest import JobWatcher, job_containers, mf
+from .conftest import JobWatcher, job_containers, mf, sigint_as_at_a_terminal
 
 PROMPT = "The capital of France is"
 
@@ -165,7 +165,7 @@ def test_ctrl_c_stops_the_job_and_removes_its_container(gguf_image: str, demo_mo
     proc = subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "run", "--provider", "gguf", "load", "--model", str(demo_model),
          "--prompt", "Count from 1 to 10000: 1, 2, 3, 4, 5,", "--max-new-tokens", "2000", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_at_a_terminal,
     )
     assert proc.stdout is not None
     for line in proc.stdout:

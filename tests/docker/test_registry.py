@@ -21,7 +21,7 @@ import pytest
 from orchestrator import images, signing
 from orchestrator import registry as reg
 
-from .conftest import mf
+from .conftest import mf, sigint_as_at_a_terminal
 from .registry_fixtures import Registry
 
 GGUF = "modelforge/gguf"
@@ -221,7 +221,8 @@ def test_ctrl_c_during_a_pull_leaves_no_tag_and_the_next_pull_finishes(hf_image:
     _push("huggingface")
     monkeypatch.setenv("DOCKER_HOST", fresh_engine)
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "images", "pull", "huggingface", "--flavour", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+                            preexec_fn=sigint_as_at_a_terminal)
     assert proc.stderr is not None
     for line in proc.stderr:
         if line.startswith("pulling "):
