@@ -42,6 +42,9 @@ def bundle(out: Path) -> int:
     from orchestrator import engine, images
 
     tag = images.image_spec("gguf", "cuda").tag
+    if not engine.image_exists(tag):
+        print(f"{tag} is not built: run `make image-gguf FLAVOUR=cuda` first.", file=sys.stderr)
+        return 2
     container = engine.client().containers.create(tag, entrypoint=["true"])
     try:
         stream, _ = container.get_archive("/opt/venv/lib/python3.11/site-packages/llama_cpp")
