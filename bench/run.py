@@ -276,7 +276,7 @@ def bench_travel_and_clusters(reps: int, gguf_tag: str) -> dict[str, Any]:
     a real one-node Slurm cluster (its overhead over the docker backend for gguf validate, split)."""
     sys.path.insert(0, str(ROOT))
     from orchestrator import signing
-    from tests.docker.registry_fixtures import second_engine, start_registry
+    from tests.docker.registry_fixtures import second_engine, start_registry, stop_registry
     from tests.docker.slurm_fixtures import one_node_slurm
 
     out: dict[str, Any] = {}
@@ -312,7 +312,7 @@ def bench_travel_and_clusters(reps: int, gguf_tag: str) -> dict[str, Any]:
             out["first_run_empty_engine_s"] = median(first_runs)
             out["pull_s"] = {name: median(v) for name, v in pulls.items()}
         finally:
-            registry_proc.terminate()
+            stop_registry(registry_proc, address)
         with one_node_slurm(work / "slurm") as conf:
             env = {**os.environ, "SLURM_CONF": str(conf), "MF_SLURM_DIR": str(work / "slurm-jobs"), "MF_TIMINGS": "1"}
             splits: list[dict[str, float]] = []

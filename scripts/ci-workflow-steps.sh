@@ -10,8 +10,13 @@ flavour=${2:-cpu}
 
 work=$(mktemp -d /tmp/mf-ci-steps.XXXXXX)
 registry_pid=
+address=
 cleanup() {
   if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null || true; fi
+  # the tags naming this registry (its port dies with it) would keep superseded layers on disk
+  if [ -n "$address" ]; then
+    docker images --format '{{.Repository}}:{{.Tag}}' | grep -F "$address/" | xargs -r docker rmi >/dev/null 2>&1 || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -26,7 +31,6 @@ http:
 YAML
 /usr/bin/docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
 registry_pid=$!
-address=
 for _ in $(seq 1 100); do
   address=$(grep -o 'listening on 127\.0\.0\.1:[0-9]*' "$work/registry.log" | head -n 1 | awk '{print $3}') || true
   [ -n "$address" ] && break

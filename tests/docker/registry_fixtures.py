@@ -64,12 +64,26 @@ def start_registry(folder: Path, htpasswd: str | None = None) -> tuple[subproces
     raise RuntimeError(f"docker-registry did not start: {(folder / 'log').read_text()[-500:]}")
 
 
+def stop_registry(proc: subprocess.Popen, address: str) -> None:
+    """Stop a test registry and drop the engine's tags that name it (pushed or pulled images): its port dies
+    with it, and a tag left behind would keep a superseded image's layers on disk through every later run."""
+    from orchestrator import engine
+
+    proc.terminate()
+    proc.wait(timeout=10)
+    client = engine.client()
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(f"{address}/"):
+                with contextlib.suppress(Exception):  # in use by a container still running: a test's failure
+                    client.images.remove(tag)
+
+
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     proc, address = start_registry(tmp_path_factory.mktemp("registry"))
     yield Registry(address)
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop_registry(proc, address)
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +94,7 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
     line = f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()}"
     proc, address = start_registry(tmp_path_factory.mktemp("auth-registry"), htpasswd=line)
     yield Registry(address, user, password)
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop_registry(proc, address)
 
 
 @pytest.fixture
