@@ -159,8 +159,10 @@ def build_image(
     labels: dict[str, str],
     on_line: Callable[[str], None],
     nocache: bool = False,
+    target: str | None = None,
 ) -> None:
-    """Build from a tar ``context`` with the classic builder and no network; stream its output."""
+    """Build from a tar ``context`` with the classic builder and no network; stream its output. ``target``
+    stops at that stage."""
     stream = client().api.build(
         fileobj=context,
         custom_context=True,
@@ -171,6 +173,7 @@ def build_image(
         rm=True,
         forcerm=True,
         nocache=nocache,
+        target=target,
         decode=True,
     )
     tail: list[str] = []

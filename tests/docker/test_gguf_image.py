@@ -199,6 +199,11 @@ def test_a_code_change_rebuilds_only_the_last_layer(gguf_image: str, docker_clie
         # only the code layer and its compiled bytecode change; everything below is reused
         assert len(new) == len(old)
         assert new[:-2] == old[:-2] and new[-2:] != old[-2:]
+        # the compile stage is kept under its own tag, so `docker image prune` cannot take it
+        builder = docker_client.images.get(spec.builder_tag)
+        assert builder.labels["org.modelforge.kind"] == "builder"
+        assert builder.labels["org.modelforge.build-hash"] == spec.build_hash
+        assert spec.build_cached()
     finally:
         docker_client.images.remove(spec.tag, force=True)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator import engine, images
 from providers.contract import EXIT_CODES
 
 from .conftest import job_containers, mf
@@ -33,10 +34,25 @@ def test_images_shows_status_and_prune_drops_only_superseded(gguf_image: str, do
     row = rows[("gguf", "cpu")]
     assert row["status"] == "built" and row["tag"] == gguf_image and row["size_mb"] > 0
     assert old_tag in row["superseded"]
-    pruned = mf("images", "prune")
-    assert pruned.code == 0, pruned.stderr
-    tags = {t for img in docker_client.images.list(name="modelforge/gguf") for t in img.tags}
-    assert old_tag not in tags and gguf_image in tags
+    # a builder stage of a superseded recipe goes; the current recipe's stays
+    spec = images.image_spec("gguf", "cpu")
+    old_builder = "modelforge/gguf-builder:cpu-000000000000"
+    builders = [old_builder] + ([] if engine.image_exists(spec.builder_tag) else [spec.builder_tag])
+    for tag, build_hash in zip(builders, ["000000000000", spec.build_hash], strict=False):
+        docker_client.images.build(fileobj=io.BytesIO(
+            f"FROM {gguf_image}\nLABEL org.modelforge.kind=builder org.modelforge.build-hash={build_hash}\n".encode()),
+            tag=tag, network_mode="none", rm=True)
+    try:
+        pruned = mf("images", "prune")
+        assert pruned.code == 0, pruned.stderr
+        tags = {t for img in docker_client.images.list(name="modelforge/gguf") for t in img.tags}
+        assert old_tag not in tags and gguf_image in tags
+        assert not engine.image_exists(old_builder) and engine.image_exists(spec.builder_tag)
+        assert f"removed {old_builder}" in pruned.stdout + pruned.stderr
+    finally:  # the stand-ins made here (never the real builder stage)
+        for tag in builders:
+            if engine.image_exists(tag):
+                docker_client.images.remove(tag, force=True)
 
 
 def test_doctor_checks_the_engine(gguf_image: str) -> None:

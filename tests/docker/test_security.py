@@ -127,5 +127,6 @@ def test_a_tampered_wheel_fails_the_build_clearly(tmp_path: Path, monkeypatch: p
         assert "DO NOT MATCH THE HASHES" in info.value.message
         assert not engine.image_exists(spec.tag)
     finally:
-        for img in docker_client.images.list(name="modelforge/tiny"):
-            docker_client.images.remove(img.id, force=True)
+        for name in ("modelforge/tiny", "modelforge/tiny-builder"):
+            for img in docker_client.images.list(name=name):
+                docker_client.images.remove(img.id, force=True)
