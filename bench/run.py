@@ -348,7 +348,8 @@ def bench_images(cold: bool) -> dict[str, Any]:
         attrs = engine.image_attrs(spec.tag)
         note = ""
         if attrs is None:  # an earlier build of the same recipe differs in the code layer only
-            earlier = engine.client().images.list(filters={"label": [f"{images.label('provider')}={provider}",
+            earlier = engine.client().images.list(filters={"label": [f"{images.label('kind')}=image",
+                                                                     f"{images.label('provider')}={provider}",
                                                                      f"{images.label('flavour')}={flavour}"]})
             if earlier:
                 attrs, note = max((img.attrs for img in earlier), key=lambda a: a["Created"]), "(latest earlier build)"

@@ -270,7 +270,7 @@ class ImageSpec:
         if self.has_builder_stage:
             return engine.image_exists(self.builder_tag)
         found = engine.client().images.list(filters={"label": [
-            f"{label('provider')}={self.provider}", f"{label('flavour')}={self.flavour}",
+            f"{label('kind')}=image", f"{label('provider')}={self.provider}", f"{label('flavour')}={self.flavour}",
             f"{label('build-hash')}={self.build_hash}"]})
         return bool(found)
 

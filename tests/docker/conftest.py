@@ -143,8 +143,8 @@ def hf_image(docker_client: Any) -> str:
 @pytest.fixture(scope="session")
 def gguf_cuda_image(docker_client: Any) -> str:
     """The gguf cuda image. Compiling its CUDA kernels takes most of an hour on 2 cores, so it is built
-    here only when asked (MF_BUILD_CUDA=1, which `make test CUDA=1` sets) or when a build of the same
-    recipe is on the engine (then only the project's code layers rebuild, in seconds)."""
+    here only when asked (MF_BUILD_CUDA=1, which `make test CUDA=1` sets) or when the recipe's builder
+    stage is on the engine (then only the project's code layers rebuild, in seconds)."""
     spec = images.image_spec("gguf", "cuda")
     if not (engine.image_exists(spec.tag) or os.environ.get("MF_BUILD_CUDA") == "1" or spec.build_cached()):
         pytest.skip(f"{spec.tag} is not built: `make image-gguf FLAVOUR=cuda` (or `make test CUDA=1`) builds it")
