@@ -53,6 +53,7 @@ BUILD_LOCK = "requirements.build.txt"
 WARM_IMPORTS = "warm-imports.py"
 REPOSITORY = "modelforge"
 _BUILDER_STAGE = re.compile(r"^\s*FROM\s+\S+\s+AS\s+builder\s*$", re.IGNORECASE | re.MULTILINE)
+_COPIES_APP = re.compile(r"^\s*(COPY|ADD)\s(.*\s)?\.?/?app(/\S*)?\s", re.IGNORECASE | re.MULTILINE)
 #: CUDA major version -> the oldest Linux driver that runs it (NVIDIA's compatibility table).
 CUDA_DRIVER_FLOORS = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
 
@@ -80,6 +81,36 @@ def wheelhouse_root() -> Path:
     if os.environ.get("MF_WHEELHOUSE"):
         return Path(os.environ["MF_WHEELHOUSE"])
     return PROJECT_ROOT / ".cache" / "wheelhouse" if IN_CHECKOUT else cache_dir() / "wheelhouse"
+
+
+def builder_stage(dockerfile: str) -> str | None:
+    """The text of the Dockerfile's ``builder`` stage, from its FROM line to the next FROM; None without one."""
+    lines: list[str] | None = None
+    for line in dockerfile.splitlines(keepends=True):
+        if re.match(r"\s*FROM\s", line, re.IGNORECASE):
+            if lines is not None:
+                break
+            if _BUILDER_STAGE.match(line):
+                lines = []
+        if lines is not None:
+            lines.append(line)
+    return "".join(lines) if lines is not None else None
+
+
+def builder_stage_from(dockerfile: str, image: str) -> str:
+    """The Dockerfile with its ``builder`` stage replaced by ``FROM image AS builder``: the later stages'
+    `COPY --from=builder` then read the kept image, and the build needs none of the stage's inputs."""
+    out: list[str] = []
+    skipping = False
+    for line in dockerfile.splitlines(keepends=True):
+        if re.match(r"\s*FROM\s", line, re.IGNORECASE):
+            skipping = _BUILDER_STAGE.match(line) is not None
+            if skipping:
+                out.append(f"FROM {image} AS builder\n")
+                continue
+        if not skipping:
+            out.append(line)
+    return "".join(out)
 
 
 def _sha256(*parts: bytes) -> str:
@@ -254,8 +285,11 @@ class ImageSpec:
 
     @property
     def has_builder_stage(self) -> bool:
-        """Whether the Dockerfile has a stage named ``builder`` (compiles, or installs the venv)."""
-        return _BUILDER_STAGE.search(self.dockerfile.read_text()) is not None
+        """Whether the Dockerfile has a stage named ``builder`` (compiles, or installs the venv) that is
+        kept as its own image: one that copies the project's code (app/) is not, as its tag leaves the
+        code out."""
+        stage = builder_stage(self.dockerfile.read_text())
+        return stage is not None and not _COPIES_APP.search(stage)
 
     @property
     def builder_tag(self) -> str:
@@ -329,8 +363,9 @@ class ImageSpec:
         stamp.touch()
         return target
 
-    def write_context(self, wheels: Path, out: Path) -> None:
-        """The build context, as a tar: Dockerfile, locks, wheels/ and app/ (deterministic entries)."""
+    def write_context(self, wheels: Path | None, out: Path, dockerfile: str | None = None) -> None:
+        """The build context, as a tar: Dockerfile, locks, wheels/ and app/ (deterministic entries).
+        ``wheels`` None leaves the wheels out (a build whose builder stage is an image already)."""
 
         def add(tar: tarfile.TarFile, name: str, data: bytes | None = None, path: Path | None = None) -> None:
             info = tarfile.TarInfo(name)
@@ -345,34 +380,41 @@ class ImageSpec:
                 tar.addfile(info, io.BytesIO(data or b""))
 
         with tarfile.open(out, "w") as tar:
-            add(tar, "Dockerfile", self.dockerfile.read_bytes())
+            add(tar, "Dockerfile", dockerfile.encode() if dockerfile is not None else self.dockerfile.read_bytes())
             for lock in self.locks:
                 add(tar, lock.name, lock.read_bytes())
             add(tar, WARM_IMPORTS, self.warm_imports)
-            for wheel in sorted(wheels.iterdir()):
+            for wheel in sorted(wheels.iterdir()) if wheels is not None else []:
                 if wheel.is_file() and not wheel.name.startswith("."):
                     add(tar, f"wheels/{wheel.name}", path=wheel)
             for name, data in sorted(self._app_files().items()):
                 add(tar, name, data)
 
     def build(self, progress: Progress) -> str:
+        """Build the image. A recipe with a ``builder`` stage builds that stage first under
+        :attr:`builder_tag` (once per recipe); the image is then built with that stage taken from the
+        kept image, so a code change sends no wheels (GBs for unsloth) and reuses every layer below it."""
         if not self.dockerfile.exists():
             raise ImageError(f"Provider {self.provider} has no image recipe: {self.dockerfile} is missing.")
         buildargs = {"BASE": BASE_RUNTIME.ensure(progress), "FLAVOUR": self.flavour}
         if self.uses_build_base:
             buildargs["BASE_BUILD"] = BASE_BUILD.ensure(progress)
-        wheels = self.stage_wheelhouse(progress)
-        progress(f"building {self.tag}")
         with tempfile.TemporaryDirectory(prefix="mf-context-") as tmp:
             context = Path(tmp) / "context.tar"
-            self.write_context(wheels, context)
-            if self.has_builder_stage and not engine.image_exists(self.builder_tag):
-                progress(f"building {self.builder_tag} (the builder stage, kept for the next code change)")
-                with context.open("rb") as fh:
-                    engine.build_image(fh, self.builder_tag, buildargs=buildargs, target="builder",
-                                       labels=engine.project_labels("builder", provider=self.provider,
-                                                                    flavour=self.flavour, build_hash=self.build_hash),
-                                       on_line=progress)
+            if self.has_builder_stage:
+                if not engine.image_exists(self.builder_tag):
+                    self.write_context(self.stage_wheelhouse(progress), context)
+                    progress(f"building {self.builder_tag} (the builder stage, kept for the next code change)")
+                    with context.open("rb") as fh:
+                        engine.build_image(fh, self.builder_tag, buildargs=buildargs, target="builder",
+                                           labels=engine.project_labels("builder", provider=self.provider,
+                                                                        flavour=self.flavour,
+                                                                        build_hash=self.build_hash),
+                                           on_line=progress)
+                self.write_context(None, context, builder_stage_from(self.dockerfile.read_text(), self.builder_tag))
+            else:
+                self.write_context(self.stage_wheelhouse(progress), context)
+            progress(f"building {self.tag}")
             with context.open("rb") as fh:
                 engine.build_image(
                     fh,
