@@ -390,39 +390,54 @@ class ImageSpec:
             for name, data in sorted(self._app_files().items()):
                 add(tar, name, data)
 
+    def build_args(self, progress: Progress) -> dict[str, str]:
+        """The build's arguments: the bases (built first where missing) and the flavour."""
+        buildargs = {"BASE": BASE_RUNTIME.ensure(progress), "FLAVOUR": self.flavour}
+        if self.uses_build_base:
+            buildargs["BASE_BUILD"] = BASE_BUILD.ensure(progress)
+        return buildargs
+
+    def ensure_builder(self, progress: Progress) -> str | None:
+        """The recipe's kept builder stage, :attr:`builder_tag`, built now where missing (the wheels are
+        staged for it); None for a recipe without one."""
+        if not self.has_builder_stage:
+            return None
+        if engine.image_exists(self.builder_tag):
+            return self.builder_tag
+        buildargs = self.build_args(progress)
+        with tempfile.TemporaryDirectory(prefix="mf-context-") as tmp:
+            context = Path(tmp) / "context.tar"
+            self.write_context(self.stage_wheelhouse(progress), context)
+            progress(f"building {self.builder_tag} (the builder stage, kept for the next code change)")
+            with context.open("rb") as fh:
+                engine.build_image(fh, self.builder_tag, buildargs=buildargs, target="builder",
+                                   labels=engine.project_labels("builder", provider=self.provider, flavour=self.flavour,
+                                                                build_hash=self.build_hash),
+                                   on_line=progress)
+        return self.builder_tag
+
+    def write_image_context(self, out: Path, progress: Progress) -> None:
+        """The context the image itself is built from: with the builder stage taken from its kept image
+        (no wheels), or, for a recipe without one, the whole recipe with the staged wheels."""
+        builder = self.ensure_builder(progress)
+        if builder is None:
+            self.write_context(self.stage_wheelhouse(progress), out)
+        else:
+            self.write_context(None, out, builder_stage_from(self.dockerfile.read_text(), builder))
+
     def build(self, progress: Progress) -> str:
         """Build the image. A recipe with a ``builder`` stage builds that stage first under
         :attr:`builder_tag` (once per recipe); the image is then built with that stage taken from the
         kept image, so a code change sends no wheels (GBs for unsloth) and reuses every layer below it."""
         if not self.dockerfile.exists():
             raise ImageError(f"Provider {self.provider} has no image recipe: {self.dockerfile} is missing.")
-        buildargs = {"BASE": BASE_RUNTIME.ensure(progress), "FLAVOUR": self.flavour}
-        if self.uses_build_base:
-            buildargs["BASE_BUILD"] = BASE_BUILD.ensure(progress)
+        buildargs = self.build_args(progress)
         with tempfile.TemporaryDirectory(prefix="mf-context-") as tmp:
             context = Path(tmp) / "context.tar"
-            if self.has_builder_stage:
-                if not engine.image_exists(self.builder_tag):
-                    self.write_context(self.stage_wheelhouse(progress), context)
-                    progress(f"building {self.builder_tag} (the builder stage, kept for the next code change)")
-                    with context.open("rb") as fh:
-                        engine.build_image(fh, self.builder_tag, buildargs=buildargs, target="builder",
-                                           labels=engine.project_labels("builder", provider=self.provider,
-                                                                        flavour=self.flavour,
-                                                                        build_hash=self.build_hash),
-                                           on_line=progress)
-                self.write_context(None, context, builder_stage_from(self.dockerfile.read_text(), self.builder_tag))
-            else:
-                self.write_context(self.stage_wheelhouse(progress), context)
+            self.write_image_context(context, progress)
             progress(f"building {self.tag}")
             with context.open("rb") as fh:
-                engine.build_image(
-                    fh,
-                    self.tag,
-                    buildargs=buildargs,
-                    labels=self.labels(),
-                    on_line=progress,
-                )
+                engine.build_image(fh, self.tag, buildargs=buildargs, labels=self.labels(), on_line=progress)
         if syft_path() is not None:
             self.write_sbom(progress)
         else:
