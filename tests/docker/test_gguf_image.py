@@ -226,3 +226,23 @@ def test_mf_providers_shows_the_built_image(gguf_image: str) -> None:
     rows = {row["name"]: row for row in json.loads(res.stdout)}
     assert rows["gguf"]["image"] == gguf_image and rows["gguf"]["built"] is True
     assert set(rows) >= {"gguf", "huggingface", "unsloth"}
+
+
+@pytest.mark.parametrize("fixture", ["gguf_image", pytest.param("gguf_cuda_image", marks=pytest.mark.cuda_image)])
+def test_llama_cpp_is_in_the_image_once(request: pytest.FixtureRequest, fixture: str, docker_client: Any) -> None:
+    """One file per llama.cpp library: pip writes each versioned name as a copy (wheels hold no links),
+    and llama.cpp's own install beside the package (site-packages/lib, include) is a second copy."""
+    image = request.getfixturevalue(fixture)
+    script = (
+        "import json, os; site = '/opt/venv/lib/python3.11/site-packages'; lib = site + '/llama_cpp/lib';"
+        "print(json.dumps({'lib': {n: os.readlink(f'{lib}/{n}') if os.path.islink(f'{lib}/{n}') else None "
+        "for n in os.listdir(lib)}, 'beside': [d for d in ('lib', 'include') if os.path.exists(f'{site}/{d}')]}))"
+    )
+    out = docker_client.containers.run(image, ["/opt/venv/bin/python", "-c", script], entrypoint=[], remove=True,
+                                       network_disabled=True)
+    found = json.loads(out)
+    assert found["beside"] == []
+    for base in ("libllama", "libggml", "libggml-base", "libmtmd"):
+        assert found["lib"][f"{base}.so"] == f"{base}.so.0", found["lib"]
+        assert found["lib"][f"{base}.so.0"] is None  # the one real file, under its SONAME
+        assert not [name for name in found["lib"] if name.startswith(f"{base}.so.0.")], found["lib"]
