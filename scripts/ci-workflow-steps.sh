@@ -15,7 +15,8 @@ cleanup() {
   if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null || true; fi
   # the tags naming this registry (its port dies with it) would keep superseded layers on disk
   if [ -n "$address" ]; then
-    docker images --format '{{.Repository}}:{{.Tag}}' | grep -F "$address/" | xargs -r docker rmi >/dev/null 2>&1 || true
+    { docker images --format '{{.Repository}}:{{.Tag}}'; docker images --digests --format '{{.Repository}}@{{.Digest}}'; } \
+      | grep -F "$address/" | grep -v -e ':<none>$' -e '@<none>$' | xargs -r docker rmi >/dev/null 2>&1 || true
   fi
   rm -rf "$work"
 }

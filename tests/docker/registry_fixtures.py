@@ -65,7 +65,7 @@ def start_registry(folder: Path, htpasswd: str | None = None) -> tuple[subproces
 
 
 def stop_registry(proc: subprocess.Popen, address: str) -> None:
-    """Stop a test registry and drop the engine's tags that name it (pushed or pulled images): its port dies
+    """Stop a test registry and drop the engine's tags and digest references that name it: its port dies
     with it, and a tag left behind would keep a superseded image's layers on disk through every later run."""
     from orchestrator import engine
 
@@ -73,7 +73,7 @@ def stop_registry(proc: subprocess.Popen, address: str) -> None:
     proc.wait(timeout=10)
     client = engine.client()
     for image in client.images.list():
-        for tag in image.tags:
+        for tag in image.tags + image.attrs.get("RepoDigests", []):  # pulled by digest: name@sha256:...
             if tag.startswith(f"{address}/"):
                 with contextlib.suppress(Exception):  # in use by a container still running: a test's failure
                     client.images.remove(tag)
