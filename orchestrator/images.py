@@ -572,6 +572,9 @@ def image_rows() -> list[dict[str, object]]:
             "size_mb": round(attrs["Size"] / 1e6) if attrs else None,
             "created": attrs["Created"][:19] if attrs else None,
             "lock_hash": spec.lock_hash,
+            # whether a change to the code rebuilds in seconds: the recipe's builder stage is kept
+            "builder": ("kept" if engine.image_exists(spec.builder_tag) else "not built")
+            if spec.has_builder_stage else "none",
             "superseded": [t for img in older for t in img.tags],
         })
     return rows

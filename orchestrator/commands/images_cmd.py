@@ -30,18 +30,18 @@ def images_group(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("provider", "flavour", "tag", "status", "size MB", "created", "lock")
+    table = Table("provider", "flavour", "tag", "status", "size MB", "created", "lock", "builder")
     style = {"built": "green", "stale": "yellow", "missing": "red"}
     for row in rows:
         table.add_row(str(row["provider"]), str(row["flavour"]), str(row["tag"]),
                       f"[{style[str(row['status'])]}]{row['status']}[/]", str(row["size_mb"] or "-"),
-                      str(row["created"] or "-"), str(row["lock_hash"]))
+                      str(row["created"] or "-"), str(row["lock_hash"]), str(row["builder"]))
     stdout_console.print(table)
 
 
 @images_group.command("prune")
 def prune_command() -> None:
-    """Remove the project's images that no current recipe builds (superseded by a newer tag)."""
+    """Remove the project's images and builder stages that no current recipe builds (superseded)."""
     from .. import images
     from ..render import stderr_console, stdout_console
 

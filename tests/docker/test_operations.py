@@ -48,6 +48,8 @@ def test_images_shows_status_and_prune_drops_only_superseded(gguf_image: str, do
         tags = {t for img in docker_client.images.list(name="modelforge/gguf") for t in img.tags}
         assert old_tag not in tags and gguf_image in tags
         assert not engine.image_exists(old_builder) and engine.image_exists(spec.builder_tag)
+        rows = {(r["provider"], r["flavour"]): r for r in json.loads(mf("images", "--json").stdout)}
+        assert rows[("gguf", "cpu")]["builder"] == "kept"
         assert f"removed {old_builder}" in pruned.stdout + pruned.stderr
     finally:  # the stand-ins made here (never the real builder stage)
         for tag in builders:
