@@ -586,9 +586,11 @@ def prune(progress: Progress) -> list[str]:
     specs = all_specs()
     keep = {spec.tag for spec in specs} | {spec.builder_tag for spec in specs} | {BASE_RUNTIME.tag, BASE_BUILD.tag}
     removed = []
-    for img in (client.images.list(filters={"label": label("kind") + "=image"})
-                + client.images.list(filters={"label": label("kind") + "=builder"})
-                + client.images.list(filters={"label": label("image") + "=base"})):
+    found = {img.id: img for img in (client.images.list(filters={"label": label("kind") + "=image"})
+                                     + client.images.list(filters={"label": label("kind") + "=builder"})
+                                     # every image built on a base inherits this label: hence the dict
+                                     + client.images.list(filters={"label": label("image") + "=base"}))}
+    for img in found.values():
         tags = [t for t in img.tags if t.startswith(f"{REPOSITORY}/")]
         if not tags or any(t in keep for t in tags):
             continue

@@ -51,6 +51,7 @@ def test_images_shows_status_and_prune_drops_only_superseded(gguf_image: str, do
         rows = {(r["provider"], r["flavour"]): r for r in json.loads(mf("images", "--json").stdout)}
         assert rows[("gguf", "cpu")]["builder"] == "kept"
         assert f"removed {old_builder}" in pruned.stdout + pruned.stderr
+        assert "kept" not in pruned.stdout + pruned.stderr  # each image once, though all carry the base's label
     finally:  # the stand-ins made here (never the real builder stage)
         for tag in builders:
             if engine.image_exists(tag):
