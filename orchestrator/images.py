@@ -581,9 +581,13 @@ def image_rows() -> list[dict[str, object]]:
 
 
 def prune(progress: Progress) -> list[str]:
-    """Remove the project's images that no current recipe produces (found by label); keep the rest."""
+    """Remove the project's images that no current recipe produces (found by label); keep the rest, and
+    those of providers this installation does not know (a plugin that is not loaded here)."""
+    from providers.provider_factory import available_providers
+
     client = engine.client()
     specs = all_specs()
+    known = set(available_providers())
     keep = {spec.tag for spec in specs} | {spec.builder_tag for spec in specs} | {BASE_RUNTIME.tag, BASE_BUILD.tag}
     removed = []
     found = {img.id: img for img in (client.images.list(filters={"label": label("kind") + "=image"})
@@ -593,6 +597,10 @@ def prune(progress: Progress) -> list[str]:
     for img in found.values():
         tags = [t for t in img.tags if t.startswith(f"{REPOSITORY}/")]
         if not tags or any(t in keep for t in tags):
+            continue
+        provider = img.labels.get(label("provider"))
+        if provider and provider not in known and img.labels.get(label("kind")) in ("image", "builder"):
+            progress(f"left {', '.join(tags)}: provider {provider} is not installed here")
             continue
         for tag in tags:
             try:

@@ -25,6 +25,10 @@ from providers.contract import EXIT_CODES
 from .conftest import job_containers, mf
 
 
+def _builder_label(build_hash: str) -> str:
+    return f"LABEL org.modelforge.kind=builder org.modelforge.build-hash={build_hash}"
+
+
 def test_images_shows_status_and_prune_drops_only_superseded(gguf_image: str, docker_client: Any) -> None:
     old_tag = "modelforge/gguf:cpu-000000000000"
     # an earlier build of the same provider and flavour: another image, with the project's labels
@@ -37,11 +41,13 @@ def test_images_shows_status_and_prune_drops_only_superseded(gguf_image: str, do
     # a builder stage of a superseded recipe goes; the current recipe's stays
     spec = images.image_spec("gguf", "cpu")
     old_builder = "modelforge/gguf-builder:cpu-000000000000"
-    builders = [old_builder] + ([] if engine.image_exists(spec.builder_tag) else [spec.builder_tag])
-    for tag, build_hash in zip(builders, ["000000000000", spec.build_hash], strict=False):
-        docker_client.images.build(fileobj=io.BytesIO(
-            f"FROM {gguf_image}\nLABEL org.modelforge.kind=builder org.modelforge.build-hash={build_hash}\n".encode()),
-            tag=tag, network_mode="none", rm=True)
+    plugin_image = "modelforge/someplugin:cpu-000000000000"  # a plugin's image, the plugin not loaded here
+    made = {plugin_image: "LABEL org.modelforge.provider=someplugin", old_builder: _builder_label("000000000000")}
+    if not engine.image_exists(spec.builder_tag):  # a stand-in where the real builder stage was not built
+        made[spec.builder_tag] = _builder_label(spec.build_hash)
+    for tag, instruction in made.items():
+        docker_client.images.build(fileobj=io.BytesIO(f"FROM {gguf_image}\n{instruction}\n".encode()), tag=tag,
+                                   network_mode="none", rm=True)
     try:
         pruned = mf("images", "prune")
         assert pruned.code == 0, pruned.stderr
@@ -52,8 +58,11 @@ def test_images_shows_status_and_prune_drops_only_superseded(gguf_image: str, do
         assert rows[("gguf", "cpu")]["builder"] == "kept"
         assert f"removed {old_builder}" in pruned.stdout + pruned.stderr
         assert "kept" not in pruned.stdout + pruned.stderr  # each image once, though all carry the base's label
+        # an image of a provider not installed here (a plugin not loaded) is left alone
+        assert engine.image_exists(plugin_image)
+        assert f"left {plugin_image}: provider someplugin is not installed here" in pruned.stderr
     finally:  # the stand-ins made here (never the real builder stage)
-        for tag in builders:
+        for tag in made:
             if engine.image_exists(tag):
                 docker_client.images.remove(tag, force=True)
 
