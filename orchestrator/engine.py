@@ -179,14 +179,7 @@ def build_image(
     tail: list[str] = []
     for chunk in stream:
         if "error" in chunk:
-            # The engine's error only says a step failed; the cause is in the step's own output.
-            causes = [line.strip() for line in tail[-60:] if line.lstrip().startswith(("ERROR", "error:"))]
-            detail = causes[0] if causes else chunk["error"].strip()
-            raise ImageError(
-                f"Building {tag} failed: {detail[:300]}",
-                "A hash mismatch means a lock or a staged wheel was changed: re-lock (make lock-NAME) or "
-                "delete .cache/wheelhouse and build again.",
-            )
+            raise build_failure(tag, chunk["error"], tail)
         text = _ANSI.sub("", chunk.get("stream", ""))  # the classic builder colours a step's stderr
         for line in text.splitlines():
             if line.strip():
@@ -194,6 +187,25 @@ def build_image(
                 on_line(line.rstrip())
     if not image_exists(tag):
         raise ImageError(f"Building {tag} ended without an image: {' | '.join(tail[-3:])}")
+
+
+def build_failure(tag: str, error: str, tail: list[str]) -> ImageError:
+    """One line for a failed build. The engine's error only says a step failed; the cause is in the step's
+    own output (``tail``), and a full disk needs another remedy than a hash mismatch."""
+    seen = " ".join([error, *tail[-60:]]).lower()
+    if "no space left on device" in seen:
+        return ImageError(
+            f"Building {tag} failed: the Docker engine's disk is full.",
+            "Free space for the engine (mf images prune drops superseded images; docker system prune the "
+            "rest), then build again: finished layers are kept.",
+        )
+    causes = [line.strip() for line in tail[-60:] if line.lstrip().startswith(("ERROR", "error:"))]
+    detail = causes[0] if causes else error.strip()
+    return ImageError(
+        f"Building {tag} failed: {detail[:300]}",
+        "A hash mismatch means a lock or a staged wheel was changed: re-lock (make lock-NAME) or "
+        "delete .cache/wheelhouse and build again.",
+    )
 
 
 def project_labels(kind: str, **extra: str) -> dict[str, str]:

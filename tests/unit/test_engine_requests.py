@@ -94,3 +94,26 @@ def test_the_driver_version_is_read_from_the_kernel_module(tmp_path, monkeypatch
     version_file = tmp_path / "version"
     version_file.write_text(text)
     assert engine.host_driver_version(version_file) == "535.104.05"
+
+
+def test_a_build_that_fills_the_disk_says_so_and_what_to_free() -> None:
+    from orchestrator.engine import build_failure
+
+    tail = ["Step 5/12 : RUN pip install ...", "ERROR: Could not install packages due to an OSError: "
+            "[Errno 28] No space left on device: '/opt/venv/lib/python3.11/site-packages/torch/lib/libtorch.so'"]
+    err = build_failure("modelforge/unsloth:cuda-0123", "The command '/bin/sh -c pip install' returned a "
+                        "non-zero code: 1", tail)
+    assert err.message == "Building modelforge/unsloth:cuda-0123 failed: the Docker engine's disk is full."
+    assert "mf images prune" in err.hint
+    # the engine's own write errors say it in lower case, with no step output
+    err = build_failure("t", "write /var/lib/docker/tmp/x: no space left on device", [])
+    assert "disk is full" in err.message
+
+
+def test_a_failed_step_names_its_own_error_line() -> None:
+    from orchestrator.engine import build_failure
+
+    tail = ["Collecting torch", "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE.", "x"]
+    err = build_failure("t", "The command returned a non-zero code: 1", tail)
+    assert err.message == "Building t failed: ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE."
+    assert "re-lock" in err.hint
