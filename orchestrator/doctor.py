@@ -12,7 +12,7 @@ from typing import Any
 from providers.errors import EngineError
 
 from . import engine, images
-from .jobs import hf_cache_dir
+from .checks import hf_cache_dir
 
 DISK_WARN_GB = 30
 DISK_FAIL_GB = 5

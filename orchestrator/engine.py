@@ -9,7 +9,7 @@ import re
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,16 +214,26 @@ def project_labels(kind: str, **extra: str) -> dict[str, str]:
     return labels
 
 
-@contextlib.contextmanager
-def job_container(image: str, **create_kwargs: Any) -> Iterator[Any]:
-    """A created container, removed when the block ends, however it ends."""
+def create_container(image: str, name: str, **create_kwargs: Any) -> Any:
+    """A created (not started) container; the caller removes it."""
     create_kwargs.setdefault("detach", True)
-    container = client().containers.create(image, **create_kwargs)
+    return client().containers.create(image, name=name, **create_kwargs)
+
+
+def find_container(name: str) -> Any | None:
+    from docker.errors import NotFound
+
     try:
-        yield container
-    finally:
-        with contextlib.suppress(Exception):
-            container.remove(force=True, v=True)
+        return client().containers.get(name)
+    except NotFound:
+        return None
+
+
+def job_containers(**labels: str) -> list[Any]:
+    """This project's job containers, running or not, with these labels (``detached="1"``, ...)."""
+    filters = [f"{LABEL_PREFIX}.kind=job"] + [f"{LABEL_PREFIX}.{key.replace('_', '-')}={value}"
+                                              for key, value in labels.items()]
+    return list(client().containers.list(all=True, filters={"label": filters}))
 
 
 def gpu_device_requests(gpus: str | None) -> list[Any]:

@@ -29,7 +29,8 @@ from providers.gguf_header import read_header
 from providers.training import sha256_file
 
 from . import cache_dir, images, runstate
-from .jobs import EventSink, JobRequest, check_job_user_can_read, run_job
+from .checks import check_job_user_can_read
+from .jobs import EventSink, JobRequest, run_job
 
 WORK_DIR = ".mf-export-work"
 MANIFEST = "manifest.json"

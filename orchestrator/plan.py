@@ -1,25 +1,38 @@
-"""What a job *is*, apart from where it runs: a ``JobPlan`` is pure data (no engine calls) holding
-everything `mf run` decides; backends turn it into a running job (``backends/``).
+"""What a job *is*, apart from where it runs: a ``JobPlan`` is pure data holding everything `mf run`
+decides, and :func:`make_plan` is the pure function that makes it from the request, the image and the
+job's inputs (no engine calls). Backends (``backends/``) turn a plan into a running job.
 
 Every field is carried by every backend: the docker backend maps it to the engine API, the Slurm
-backend to `docker run` flags in the batch script. ``tests/unit/test_plan.py`` walks the fields and
-fails when a backend misses one, so a new hardening setting cannot silently skip a backend.
+backend to `docker run` flags in the batch script, the Kubernetes backend to the Job's pod spec.
+``tests/unit/test_plan.py`` walks the fields and fails when a backend misses one, so a new hardening
+setting cannot silently skip a backend.
 """
 
 from __future__ import annotations
 
-import shlex
+import os
+import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from providers.runtime import STOP_ON_STDIN_EOF_ENV
+from providers.contract import HF_HOME, JOB_SPEC_PATH, OUTPUT_DIR, JobSpec
 
 from . import engine
+
+if TYPE_CHECKING:
+    from .jobs import JobRequest
+
+#: Who a job runs as when `mf` itself runs as root (and on a cluster): the images' unprivileged `mf` user.
+UNPRIVILEGED_UID = 1000
+#: How long a stopped job may take to exit before it is killed: training saves a checkpoint first.
+STOP_GRACE_SECONDS = {"train": 120}
+DEFAULT_STOP_GRACE_SECONDS = 10
+PIDS_LIMIT = 1024
 
 
 @dataclass(frozen=True)
 class Mount:
-    source: str  # on the host (for a cluster: visible at the same path on the compute node)
+    source: str  # on the host (for a cluster: visible at the same path on the compute node; or pvc://)
     target: str  # in the container
     read_only: bool = True
 
@@ -29,6 +42,18 @@ class Ulimit:
     name: str
     soft: int
     hard: int
+
+
+@dataclass
+class Inputs:
+    """The job's files as the container sees them, from the backend's check of the request."""
+
+    model: str  # the model's path in the container, or a hub reference
+    mounts: list[Mount] = field(default_factory=list)
+    #: the action's options (the train config, the dataset's path in the container, ...)
+    options: dict[str, Any] = field(default_factory=dict)
+    #: whether the job has an output folder (mounted at OUTPUT_DIR)
+    has_output: bool = False
 
 
 @dataclass
@@ -64,83 +89,58 @@ class JobPlan:
     def run_image(self) -> str:
         return self.image_reference or self.image
 
-    # -- the docker backend: engine API arguments ------------------------------------------------
-    def docker_create_kwargs(self) -> dict[str, Any]:
-        import os
 
-        from docker.types import Mount as DockerMount
-        from docker.types import Ulimit as DockerUlimit
-
-        environment = dict(self.environment)
-        environment.update({name: os.environ[name] for name in self.pass_environment if name in os.environ})
-        if self.stop_on_stdin_eof:
-            environment[STOP_ON_STDIN_EOF_ENV] = "1"
-        kwargs: dict[str, Any] = {
-            "command": list(self.command),
-            "user": self.user,
-            "environment": environment,
-            "mounts": [DockerMount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
-                       for m in self.mounts],
-            "network_mode": self.network,
-            "init": self.init,
-            "cap_drop": list(self.cap_drop),
-            "security_opt": list(self.security_opt),
-            "read_only": self.read_only,
-            "tmpfs": dict(self.tmpfs),
-            "pids_limit": self.pids_limit,
-            "shm_size": self.shm_size,
-            "labels": dict(self.labels),
-            "ulimits": [DockerUlimit(name=u.name, soft=u.soft, hard=u.hard) for u in self.ulimits],
-            "device_requests": engine.gpu_device_requests(self.gpus),
-            "stop_signal": "SIGTERM",
-        }
-        if self.memory:
-            kwargs.update(mem_limit=self.memory, memswap_limit=self.memory)  # no swap: OOM is OOM
-        if self.cpus:
-            kwargs["nano_cpus"] = int(self.cpus * 1e9)
-        if self.stop_on_stdin_eof:
-            # stdin open for one attached client (mf) and closed when it goes: docker's StdinOnce, which the
-            # SDK sets only for a container created attached (detach=False); create does not block either way
-            kwargs.update(stdin_open=True, detach=False)
-        return kwargs
-
-    # -- the Slurm backend: `docker run` flags for the batch script --------------------------------
-    def docker_run_args(self, name: str, gpus_from_allocation: bool = False) -> list[str]:
-        """`docker run` arguments for the same container (the image and command last). With
-        ``gpus_from_allocation`` the GPUs are the ones the scheduler allocated ($CUDA_VISIBLE_DEVICES)."""
-        args = ["run", "--rm", "--name", name, "--user", self.user, "--network", self.network,
-                "--pids-limit", str(self.pids_limit), "--shm-size", self.shm_size, "--stop-signal", "SIGTERM",
-                "--stop-timeout", str(self.stop_grace)]
-        if self.init:
-            args.append("--init")
-        args += [f"--cap-drop={cap}" for cap in self.cap_drop]
-        args += [f"--security-opt={opt}" for opt in self.security_opt]
-        if self.read_only:
-            args.append("--read-only")
-        args += [f"--tmpfs={path}:{options}" for path, options in self.tmpfs.items()]
-        args += [f"--ulimit={u.name}={u.soft}:{u.hard}" for u in self.ulimits]
-        if self.memory:
-            args += ["--memory", self.memory, "--memory-swap", self.memory]
-        if self.cpus:
-            args += ["--cpus", str(self.cpus)]
-        if self.gpus:
-            args += ["--gpus", '"device=${CUDA_VISIBLE_DEVICES}"' if gpus_from_allocation else self.gpus]
-        for m in self.mounts:
-            args += ["--mount", f"type=bind,source={m.source},target={m.target}" + (",readonly" if m.read_only else "")]
-        for key, value in sorted(self.labels.items()):
-            args += ["--label", f"{key}={value}"]
-        environment = dict(self.environment)
-        if self.stop_on_stdin_eof:
-            environment[STOP_ON_STDIN_EOF_ENV] = "1"
-        for key, value in sorted(environment.items()):
-            args += ["--env", f"{key}={value}"]
-        args += [f"--env={name}" for name in self.pass_environment]  # the value comes from the job's environment
-        if self.stop_on_stdin_eof:
-            args.append("--interactive")
-        return args + [self.run_image, *self.command]
-
-    def docker_run_command(self, name: str, gpus_from_allocation: bool = False, docker: str = "docker") -> str:
-        """The `docker run` line for a bash script. Arguments that start with a double quote (the container
-        name, the allocated GPU list) are left for the script to expand; everything else is quoted."""
-        args = self.docker_run_args(name, gpus_from_allocation)
-        return " ".join([docker, *(a if a.startswith('"') else shlex.quote(a) for a in args)])
+def make_plan(request: JobRequest, provider: str, image: str, image_reference: str | None, lock_hash: str,
+              inputs: Inputs, gpu_host: bool, user: tuple[int, int], gpus: str | None) -> JobPlan:
+    """The plan for ``request`` in ``image``: the job spec the entrypoint reads, the container's hardening,
+    its environment and labels. ``gpus`` is what the backend will pass (None: none)."""
+    job = JobSpec(
+        provider=provider,
+        action=request.action,  # type: ignore[arg-type]
+        model=inputs.model,
+        model_class=request.model_class,
+        provider_config=request.provider_config,
+        quantization_config=request.quantization_config,
+        prompt=request.prompt,
+        max_new_tokens=request.max_new_tokens,
+        temperature=request.temperature,
+        online=request.online,
+        output_dir=str(OUTPUT_DIR) if inputs.has_output else None,
+        device_map="auto" if gpu_host else "cpu",
+        options=inputs.options,
+    )
+    environment = {
+        "HOME": "/tmp",  # nosec B108 - the container's tmpfs
+        "HF_HOME": str(HF_HOME),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        # The host's token file is never read inside; a token comes in only as HF_TOKEN with --online.
+        "HF_TOKEN_PATH": "/tmp/.no-hf-token",  # nosec B108
+        "MF_IMAGE": image,
+        "MF_LOCK_HASH": lock_hash,
+    }
+    if not request.online:
+        environment["HF_HUB_OFFLINE"] = "1"
+    if os.environ.get("MF_DEBUG"):
+        environment["MF_DEBUG"] = "1"
+    return JobPlan(
+        image=image,
+        image_reference=image_reference,
+        command=[str(JOB_SPEC_PATH)],
+        spec_json=job.to_json(),
+        mounts=list(inputs.mounts),
+        environment=environment,
+        # the token is passed by name from mf's environment, so it is never written into a file or argv
+        pass_environment=["HF_TOKEN"] if request.online and os.environ.get("HF_TOKEN") else [],
+        user=f"{user[0]}:{user[1]}",
+        network="bridge" if request.online else "none",
+        tmpfs={"/tmp": "rw,nosuid,nodev,size=2g"},  # nosec B108
+        pids_limit=PIDS_LIMIT,
+        memory=request.memory,
+        gpus=gpus,
+        # what NVIDIA recommends for training in containers: pinned memory and deep stacks
+        ulimits=[Ulimit("memlock", -1, -1), Ulimit("stack", 67108864, 67108864)] if gpus else [],
+        labels=engine.project_labels("job", provider=provider, action=request.action,
+                                     owner_pid=str(os.getpid()), host=socket.gethostname(),
+                                     session=os.environ.get("MF_SESSION", "")),
+        stop_grace=STOP_GRACE_SECONDS.get(request.action, DEFAULT_STOP_GRACE_SECONDS),
+    )

@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,11 @@ def _describe(holder: dict[str, Any]) -> str:
     started = holder.get("started")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, int | float) else "?"
     job = f"{holder.get('provider', '?')} {holder.get('action', '?')}"
-    if holder.get("job"):
-        job += f" in container {holder['job']}"
+    name = str(holder.get("job") or "")
+    if name.startswith(("slurm-", "k8s-")):
+        job += f" as {name}"
+    elif name:  # a docker job's id is docker-<its container's name>
+        job += f" in container {name.removeprefix('docker-')}"
     return f"{job}, mf pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {when}"
 
 
@@ -63,7 +67,10 @@ class OutputLock:
     def path(self) -> Path:
         return self.folder / LOCK_NAME
 
-    def acquire(self, holder: dict[str, Any]) -> OutputLock:
+    def acquire(self, holder: dict[str, Any],
+                still_running: Callable[[dict[str, Any]], bool] | None = None) -> OutputLock:
+        """Lock the folder for ``holder``. A detached job's record (see :meth:`keep`) holds the folder while
+        ``still_running`` says that job has not ended."""
         for _ in range(5):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
@@ -83,7 +90,16 @@ class OutputLock:
                 os.close(fd)
                 continue
             previous = _read_holder(fd)
-            if previous:
+            if previous and previous.get("detached") and previous.get("job"):
+                if still_running is not None and still_running(previous):
+                    os.close(fd)
+                    job = previous["job"]
+                    raise ConfigurationError(
+                        f"{self.folder} is in use by the detached job {job} ({_describe(previous)}).",
+                        f"Follow it with `mf jobs logs {job} --follow`, stop it with `mf jobs cancel {job}`, "
+                        "or pick another --output folder.",
+                    )
+            elif previous:  # a detached job that ended is no run to recover
                 self.recovered = previous
             data = json.dumps({**holder, "host": socket.gethostname(), "pid": os.getpid(),
                                "started": time.time()}).encode()
@@ -101,6 +117,16 @@ class OutputLock:
         data = {**(_read_holder(self.fd) or {}), **fields}
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, json.dumps(data).encode(), 0)
+
+    def keep(self, **fields: Any) -> None:
+        """Leave the folder to a job that goes on after `mf` returns (``detached``): the record stays, the
+        kernel lock goes; the next run asks the job's backend whether it still runs."""
+        if self.fd is None:
+            return
+        self.update(**fields)
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = None
 
     def release(self) -> None:
         if self.fd is None:
@@ -132,22 +158,39 @@ def hand_back(folder: Path, uid: int, gid: int) -> None:
             os.lchown(path, uid, gid)
 
 
-@contextlib.contextmanager
-def handback_record(folder: Path, uid: int, gid: int) -> Any:
-    """While the block runs, a record says that ``folder`` goes back to ``uid:gid`` if this `mf` dies."""
-    records = _records_dir()
-    records.mkdir(parents=True, exist_ok=True)
-    record = records / f"{socket.gethostname()}-{os.getpid()}-{time.monotonic_ns()}.json"
-    record.write_text(json.dumps({"folder": str(folder), "uid": uid, "gid": gid, "pid": os.getpid(),
-                                  "host": socket.gethostname()}))
-    try:
-        yield
-    finally:
-        record.unlink(missing_ok=True)
+class HandbackRecord:
+    """While the block runs, a record says that ``folder`` goes back to ``uid:gid`` if this `mf` dies. A
+    record kept for a detached job (:meth:`keep`) is handled by a later `mf` once that job has ended."""
+
+    def __init__(self, folder: Path, uid: int, gid: int, **fields: Any) -> None:
+        records = _records_dir()
+        records.mkdir(parents=True, exist_ok=True)
+        self.path = records / f"{socket.gethostname()}-{os.getpid()}-{time.monotonic_ns()}.json"
+        self.data = {"folder": str(folder), "uid": uid, "gid": gid, "pid": os.getpid(),
+                     "host": socket.gethostname(), **fields}
+        self.path.write_text(json.dumps(self.data))
+        self.kept = False
+
+    def keep(self, **fields: Any) -> None:
+        self.data.update(fields)
+        self.path.write_text(json.dumps(self.data))
+        self.kept = True
+
+    def __enter__(self) -> HandbackRecord:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.kept:
+            self.path.unlink(missing_ok=True)
 
 
-def recover_abandoned_outputs() -> list[str]:
-    """Hand back the output folders of `mf` runs on this host that were killed mid-job; return them."""
+def handback_record(folder: Path, uid: int, gid: int, **fields: Any) -> HandbackRecord:
+    return HandbackRecord(folder, uid, gid, **fields)
+
+
+def recover_abandoned_outputs(still_running: Callable[[dict[str, Any]], bool] | None = None) -> list[str]:
+    """Hand back the output folders of `mf` runs on this host that were killed mid-job (or whose detached
+    job has ended since); return them."""
     records = _records_dir()
     if not records.is_dir():
         return []
@@ -157,6 +200,8 @@ def recover_abandoned_outputs() -> list[str]:
             data = json.loads(record.read_text())
             if data.get("host") != socket.gethostname() or _pid_alive(int(data["pid"])):
                 continue
+            if data.get("job") and still_running is not None and still_running(data):
+                continue  # a detached job still writes there
             folder = Path(data["folder"])
             if folder.is_dir():
                 hand_back(folder, int(data["uid"]), int(data["gid"]))

@@ -22,11 +22,17 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from providers.errors import ConfigurationError, ContainerError, EngineError, InterruptedJobError
 
-from ..plan import JobPlan
+from ..outcome import Exit
+from ..plan import UNPRIVILEGED_UID, Inputs, JobPlan, Mount
+from .base import Backend, Lines
+
+if TYPE_CHECKING:
+    from ..images import ImageSpec, Progress
+    from ..jobs import JobRequest
 
 PVC = re.compile(r"^pvc://([a-z0-9]([-a-z0-9]*[a-z0-9])?)(/.*)?$")
 TOKEN_SECRET = "mf-hf-token"  # noqa: S105 - the Secret's name, not a secret
@@ -41,8 +47,11 @@ class KubernetesOptions:
     namespace: str = "default"
     active_deadline_seconds: int | None = None
     ttl_seconds_after_finished: int = DEFAULT_TTL_SECONDS
-    detach: bool = False
     dry_run: bool = False
+    #: the dataset, output folder and HF cache as pvc://CLAIM/PATH (the model's pvc:// is the request's)
+    dataset: str | None = None
+    output: str | None = None
+    hf_cache: str | None = None
 
 
 def parse_pvc(uri: str) -> tuple[str, str]:
@@ -283,16 +292,107 @@ def follow(cluster: Any, name: str, namespace: str, on_line: Sink, start_timeout
     raise ContainerError(f"The pod of {name} stopped logging but did not terminate.", "Check it with kubectl.")
 
 
-def run(plan: JobPlan, name: str, options: KubernetesOptions, on_line: Sink, cluster: Any = None) -> tuple[int, bool]:
-    """Create the objects, follow the pod, delete everything on Ctrl-C. Returns (exit code, OOM-killed)."""
-    objects = build_objects(plan, name, options)
-    cluster = cluster or Cluster()
-    submit(cluster, objects, options.namespace)
-    if options.detach:
-        return 0, False
-    try:
-        return follow(cluster, name, options.namespace, on_line)
-    except KeyboardInterrupt:
-        delete(cluster, name, options.namespace, wait_seconds=plan.stop_grace + 30)
-        raise InterruptedJobError(f"Stopped: the Kubernetes job {name} and its pod were deleted.",
-                                  "Run the command again to start over.") from None
+class KubernetesBackend(Backend):
+    """The job's inputs and outputs are PersistentVolumeClaims; the image comes by digest from the registry.
+    Job ids are ``k8s-NAMESPACE/NAME``."""
+
+    name = "kubernetes"
+    options_type = KubernetesOptions
+
+    def __init__(self, options: KubernetesOptions | None = None, cluster: Any = None) -> None:
+        super().__init__(options)
+        self._cluster = cluster  # the official client's APIs, made when first needed (tests pass a fake)
+        self._grace = 10
+
+    @property
+    def prefix(self) -> str:
+        return "k8s-"
+
+    @property
+    def cluster(self) -> Any:
+        if self._cluster is None:
+            self._cluster = Cluster()
+        return self._cluster
+
+    def _split(self, job: str) -> tuple[str, str]:
+        namespace, _, name = job.removeprefix(self.prefix).rpartition("/")
+        return namespace or self.options.namespace, name
+
+    def inputs(self, request: JobRequest) -> Inputs:
+        from providers.contract import DATA_DIR, HF_HOME, MODEL_DIR, OUTPUT_DIR
+        from providers.hub import parse_hub_reference
+        from providers.training import TrainConfig
+
+        def pvc_mount(uri: str, target: str, read_only: bool) -> Mount:
+            parse_pvc(uri)  # one line for anything that is not pvc://CLAIM/PATH
+            return Mount(source=uri, target=target, read_only=read_only)
+
+        options = self.options
+        inputs = Inputs(model=request.model, options=dict(request.options), has_output=bool(options.output))
+        if request.model.startswith("pvc://"):
+            inputs.model = f"{MODEL_DIR}/{request.model.rstrip('/').rsplit('/', 1)[-1]}"
+            inputs.mounts.append(pvc_mount(request.model, inputs.model, True))
+        elif not (parse_hub_reference(request.model) is not None and request.online):
+            parse_pvc(request.model)
+        if request.action == "train":
+            inputs.options["train"] = TrainConfig.parse(request.train).model_dump()
+            if not options.dataset or not options.output:
+                raise ConfigurationError("Training on Kubernetes needs --dataset and --output as pvc://CLAIM/PATH.",
+                                         "Put them on PersistentVolumeClaims the job can mount.")
+        if options.dataset:
+            target = f"{DATA_DIR}/{options.dataset.rstrip('/').rsplit('/', 1)[-1]}"
+            inputs.mounts.append(pvc_mount(options.dataset, target, True))
+            inputs.options.update(dataset=target, resume=request.resume, overwrite=request.overwrite)
+        if options.output:
+            inputs.mounts.append(pvc_mount(options.output, str(OUTPUT_DIR), False))
+        if options.hf_cache:
+            inputs.mounts.append(pvc_mount(options.hf_cache, str(HF_HOME), not request.online))
+        return inputs
+
+    def gpu_host(self, request: JobRequest) -> bool:
+        return request.gpus not in (None, "none")
+
+    def image(self, spec: ImageSpec, request: JobRequest, progress: Progress,
+              on_layer: Callable[[dict[str, Any]], None]) -> tuple[str, str | None]:
+        from .. import registry
+
+        return spec.tag, registry.digest_reference(spec, request.registry)
+
+    def user(self) -> tuple[int, int]:
+        return UNPRIVILEGED_UID, UNPRIVILEGED_UID
+
+    def prepare(self, plan: JobPlan, detach: bool) -> JobPlan:
+        plan.stop_on_stdin_eof = False  # the cluster owns the job's life; Ctrl-C deletes the Job
+        plan.labels.pop("org.modelforge.owner-pid", None)
+        plan.labels["org.modelforge.backend"] = "kubernetes"
+        return plan
+
+    def _name(self, plan: JobPlan) -> str:
+        import secrets
+
+        return job_name(plan, secrets.token_hex(3))
+
+    def dry_run(self, plan: JobPlan) -> dict[str, Any] | None:
+        if not self.options.dry_run:
+            return None
+        return {"manifests": to_yaml(build_objects(plan, self._name(plan), self.options)), "dry_run": True}
+
+    def submit(self, plan: JobPlan, output: Any) -> str:
+        name = self._name(plan)
+        objects = build_objects(plan, name, self.options)
+        self._grace = plan.stop_grace
+        submit(self.cluster, objects, self.options.namespace)
+        return f"{self.prefix}{self.options.namespace}/{name}"
+
+    def follow(self, job: str, on_line: Lines) -> Exit:
+        namespace, name = self._split(job)
+        code, oom = follow(self.cluster, name, namespace, on_line)
+        return Exit(code, oom, "")
+
+    def cancel(self, job: str, wait: bool = False) -> None:
+        namespace, name = self._split(job)
+        delete(self.cluster, name, namespace, wait_seconds=self._grace + 30 if wait else 0)
+
+    def interrupted(self, job: str) -> InterruptedJobError:
+        return InterruptedJobError(f"Stopped: the Kubernetes job {self._split(job)[1]} and its pod were deleted.",
+                                   "Run the command again to start over.")

@@ -1,5 +1,5 @@
 """The Slurm backend: the same plan, submitted with `sbatch` as a batch script that runs the plan's
-container on the allocated node with the docker backend's flags (``JobPlan.docker_run_args``).
+container on the allocated node with the docker backend's flags (``backends.docker.run_args``).
 
 The job's folder (the spec, the script, the container's events and stderr, its exit code) lives on
 storage the compute nodes share: ``$MF_SLURM_DIR``, else ``~/.cache/modelforge/slurm``. So do the model,
@@ -10,12 +10,14 @@ The script is also copied into the job's output folder, for the user to read.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -23,10 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from providers.contract import JOB_DIR
 from providers.errors import ConfigurationError, ContainerError, EngineError, InterruptedJobError
 
-from .. import cache_dir
-from ..plan import JobPlan
+from .. import LABEL_PREFIX, cache_dir
+from ..outcome import Exit
+from ..plan import JobPlan, Mount
+from .base import Lines, LocalFilesBackend
+from .docker import run_command
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
             "DEADLINE"}
@@ -39,7 +45,6 @@ class SlurmOptions:
     partition: str | None = None
     time_limit: str | None = None
     gpus: int | None = None
-    detach: bool = False
 
 
 def _tool(name: str) -> str:
@@ -110,7 +115,7 @@ def write_script(plan: JobPlan, folder: Path, options: SlurmOptions) -> Path:
         header.append(f"#SBATCH --gres=gpu:{gres}")
     if plan.memory:
         header.append(f"#SBATCH --mem={_slurm_memory(plan.memory)}")
-    run = plan.docker_run_command('"$name"', gpus_from_allocation=bool(gres), docker='"$docker"')
+    run = run_command(plan, '"$name"', gpus_from_allocation=bool(gres), docker='"$docker"')
     body = f"""
 # Written by mf: runs the job's container on this node with the same flags as `mf run` on a workstation.
 set -u
@@ -238,32 +243,6 @@ def follow(job_id: str, folder: Path, on_line: EventSink, timings: dict[str, flo
                              f"See {folder}/slurm-{job_id}.out and {folder}/stderr.log.") from None
 
 
-def run(plan: JobPlan, folder: Path, options: SlurmOptions, on_line: EventSink, output: Path | None,
-        timings: dict[str, float] | None = None) -> tuple[str, int]:
-    """Submit and (unless detached) follow; Ctrl-C cancels the Slurm job. Returns (job id, exit code)."""
-    started = time.monotonic()
-    job_id = submit(plan, folder, options)
-    if timings is not None:
-        timings.update(start=started, submitted=time.monotonic())
-    if output is not None:
-        with contextlib.suppress(OSError):
-            shutil.copyfile(folder / "job.sbatch", output / f"slurm-{job_id}.sbatch")
-    if options.detach:
-        return job_id, 0
-    try:
-        code = follow(job_id, folder, on_line, timings)
-    except KeyboardInterrupt:
-        cancel(job_id)
-        deadline = time.monotonic() + plan.stop_grace + 30
-        while time.monotonic() < deadline and job_state(job_id).get("JobState", "") not in TERMINAL | {""}:
-            time.sleep(0.3)
-        while time.monotonic() < deadline and not (folder / "exit_code").exists():
-            time.sleep(0.3)
-        raise InterruptedJobError(f"Stopped: Slurm job {job_id} was cancelled and its container removed.",
-                                  "Run the command again to start over.") from None
-    return job_id, code
-
-
 def list_jobs() -> list[dict[str, Any]]:
     index = jobs_root() / "index.jsonl"
     rows: list[dict[str, Any]] = []
@@ -280,3 +259,92 @@ def list_jobs() -> list[dict[str, Any]]:
             rows.append({"id": f"slurm-{entry['id']}", "backend": "slurm", "provider": entry.get("provider"),
                          "action": entry.get("action"), "state": state, "folder": str(folder)})
     return rows
+
+
+class SlurmBackend(LocalFilesBackend):
+    """Submits the plan with sbatch; its events are read from the job's folder on shared storage."""
+
+    name = "slurm"
+    options_type = SlurmOptions
+
+    def __init__(self, options: SlurmOptions | None = None) -> None:
+        super().__init__(options)
+        self._folder: Path | None = None
+        self._grace = 10
+        self._timings: dict[str, float] = {}
+
+    def gpus(self, request: Any, gpu_host: bool) -> str | None:
+        return str(self.options.gpus) if self.options.gpus else super().gpus(request, gpu_host)
+
+    def prepare(self, plan: JobPlan, detach: bool) -> JobPlan:
+        plan.stop_on_stdin_eof = False  # Slurm owns the job's life: scancel stops it, not a closed stdin
+        # no mf process owns the container (a detached job outlives mf): the local orphan reaper leaves it alone
+        plan.labels.pop(f"{LABEL_PREFIX}.owner-pid", None)
+        plan.labels[f"{LABEL_PREFIX}.backend"] = "slurm"
+        return plan
+
+    def submit(self, plan: JobPlan, output: Path | None) -> str:
+        self._folder = folder = new_job_dir()
+        self._grace = plan.stop_grace
+        plan = dataclasses.replace(plan, mounts=[*plan.mounts, Mount(str(folder / "job"), str(JOB_DIR), True)])
+        self._timings["start"] = time.monotonic()
+        job_id = submit(plan, folder, self.options)
+        self._timings["submitted"] = time.monotonic()
+        if output is not None:
+            with contextlib.suppress(OSError):
+                shutil.copyfile(folder / "job.sbatch", output / f"slurm-{job_id}.sbatch")
+        return self.prefix + job_id
+
+    def _folder_of(self, job: str) -> Path:
+        folder = self._folder or folder_of(job.removeprefix(self.prefix))
+        if folder is None or not folder.exists():
+            raise ConfigurationError(f"No record of {job} on this machine.", "`mf jobs list` shows the jobs mf knows.")
+        return folder
+
+    def follow(self, job: str, on_line: Lines) -> Exit:
+        folder = self._folder_of(job)
+        code = follow(job.removeprefix(self.prefix), folder, on_line, self._timings)
+        stderr_log = folder / "stderr.log"
+        tail = "\n".join(stderr_log.read_text(errors="replace").splitlines()[-15:]) if stderr_log.exists() else ""
+        timings = self._timings
+        if os.environ.get("MF_TIMINGS") and timings.get("running") and "start" in timings:
+            # for `make bench`; the event stream stays the same
+            split = {"sbatch": timings["submitted"] - timings["start"],
+                     "scheduling": timings["running"] - timings["submitted"],
+                     "container_and_job": max(0.0, timings["first_event"] - timings["running"]),
+                     "streaming_after_first_event": timings["end"] - max(timings["first_event"], timings["running"])}
+            print("mf-timings " + json.dumps(split), file=sys.stderr)
+        return Exit(code, False, tail)
+
+    def read_events(self, job: str, on_line: Lines) -> bool:
+        events = self._folder_of(job) / "events.jsonl"
+        if events.exists():
+            for line in events.read_text(errors="replace").splitlines():
+                on_line(line)
+        return True
+
+    def cancel(self, job: str, wait: bool = False) -> None:
+        job_id = job.removeprefix(self.prefix)
+        cancel(job_id)
+        if not wait:
+            return
+        folder = self._folder or folder_of(job_id)
+        deadline = time.monotonic() + self._grace + 30
+        while time.monotonic() < deadline and job_state(job_id).get("JobState", "") not in TERMINAL | {""}:
+            time.sleep(0.3)
+        while folder is not None and time.monotonic() < deadline and not (folder / "exit_code").exists():
+            time.sleep(0.3)
+
+    def interrupted(self, job: str) -> InterruptedJobError:
+        return InterruptedJobError(f"Stopped: Slurm job {job.removeprefix(self.prefix)} was cancelled and its "
+                                   "container removed.", "Run the command again to start over.")
+
+    def detached(self, job: str) -> dict[str, Any]:
+        return {"job": job, "backend": self.name, "folder": str(self._folder), "detached": True}
+
+    def is_running(self, job: str) -> bool:
+        state = job_state(job.removeprefix(self.prefix)).get("JobState", "")
+        return bool(state) and state not in TERMINAL
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        return list_jobs() if jobs_root().exists() else []

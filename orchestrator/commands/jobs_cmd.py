@@ -1,19 +1,32 @@
-"""`mf jobs`: jobs that run without an `mf` following them (`mf run --backend slurm --detach`)."""
+"""`mf jobs`: jobs that run without an `mf` following them (`mf run --detach`), on every backend that lists
+them: docker (this machine's engine) and Slurm. A Kubernetes job (k8s-NAMESPACE/NAME) is followed and
+cancelled by its id."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
 from .options import json_option, renderer_for
 
+#: the backends whose detached jobs `mf jobs list` shows (a Kubernetes cluster is asked with kubectl)
+LISTED = ("docker", "slurm")
 
-def _slurm_id(job: str) -> str:
-    if not job.startswith("slurm-") or not job.removeprefix("slurm-").isdigit():
-        raise click.BadParameter(f"{job!r} is not a job id; `mf jobs list` shows them (e.g. slurm-42)",
-                                 param_hint="'JOB'")
-    return job.removeprefix("slurm-")
+
+def _backend(job: str) -> Any:
+    from providers.errors import ConfigurationError
+
+    from .. import backends
+
+    try:
+        if job.startswith("slurm-") and not job.removeprefix("slurm-").isdigit():
+            raise ConfigurationError(job)
+        return backends.for_job(job)
+    except ConfigurationError:
+        raise click.BadParameter(f"{job!r} is not a job id; `mf jobs list` shows them (e.g. docker-mf-gguf-load-1a2b3c4d, "
+                                 "slurm-42)", param_hint="'JOB'") from None
 
 
 @click.group("jobs")
@@ -24,10 +37,17 @@ def jobs_group() -> None:
 @jobs_group.command("list")
 @json_option
 def list_command(as_json: bool) -> None:
-    """Jobs submitted from this machine, newest last, with their state."""
-    from ..backends import slurm
+    """Jobs started from this machine with --detach, with their state."""
+    from providers.errors import EngineError
 
-    rows = slurm.list_jobs() if slurm.jobs_root().exists() else []
+    from .. import backends
+
+    rows: list[dict[str, Any]] = []
+    for name in LISTED:
+        try:
+            rows += backends.create(name).list_jobs()
+        except EngineError:
+            continue  # no Docker engine (or no Slurm) here: none of its jobs either
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -41,46 +61,26 @@ def list_command(as_json: bool) -> None:
 @json_option
 def logs_command(job: str, follow: bool, as_json: bool) -> None:
     """Show a job's events (as `mf run` shows them); with --follow, until it ends."""
-    from providers.contract import ErrorEvent, decode_event
-    from providers.errors import ConfigurationError, error_from_kind
+    from providers.errors import ConfigurationError
 
-    from ..backends import slurm
+    from ..outcome import EventLines
 
-    job_id = _slurm_id(job)
-    folder = slurm.folder_of(job_id)
-    if folder is None or not folder.exists():
-        raise ConfigurationError(f"No record of {job} on this machine.", "`mf jobs list` shows the jobs mf knows.")
+    backend = _backend(job)
     renderer = renderer_for(as_json)
-    errors: list[ErrorEvent] = []
-
-    def on_line(line: str) -> None:
-        try:
-            event = decode_event(line)
-        except ValueError:
-            return
-        renderer.on_event(event)
-        if isinstance(event, ErrorEvent):
-            errors.append(event)
-
+    events = EventLines(renderer.on_event)
     if follow:
         try:
-            slurm.follow(job_id, folder, on_line)
+            backend.follow(job, events)
         except KeyboardInterrupt:
             raise SystemExit(130) from None  # stops following; the job goes on
-    elif (folder / "events.jsonl").exists():
-        for line in (folder / "events.jsonl").read_text(errors="replace").splitlines():
-            on_line(line)
-    if errors:
-        exc = error_from_kind(errors[-1].kind, errors[-1].message, errors[-1].hint)
-        exc.reported = True
-        raise exc
+    elif not backend.read_events(job, events):
+        raise ConfigurationError(f"No record of {job} on this machine.", "`mf jobs list` shows the jobs mf knows.")
+    events.raise_error()
 
 
 @jobs_group.command("cancel")
 @click.argument("job")
 def cancel_command(job: str) -> None:
-    """Cancel a job: Slurm stops its container, giving a training job its grace period to checkpoint."""
-    from ..backends import slurm
-
-    slurm.cancel(_slurm_id(job))
+    """Cancel a job: its container is stopped with the job's grace period (a training job checkpoints)."""
+    _backend(job).cancel(job)
     click.echo(f"{job} cancelled")

@@ -46,7 +46,8 @@ from .options import GpuRequest, MemorySize, ProviderName, flavour_option, json_
               help="With --backend kubernetes: the Job's activeDeadlineSeconds.")
 @click.option("--hf-cache", default=None, metavar="pvc://CLAIM/PATH", help="With --backend kubernetes: the HF cache.")
 @click.option("--dry-run", is_flag=True, help="With --backend kubernetes: print the manifests as YAML; submit nothing.")
-@click.option("--detach", is_flag=True, help="With a cluster backend: print the job id and return (see `mf jobs`).")
+@click.option("--detach", is_flag=True,
+              help="Print the job id once it has started and return; `mf jobs logs|cancel` follow or stop it.")
 @flavour_option
 @json_option
 def run_command(provider: str, action: str, model: str, model_class: str | None, prompt: str | None,
@@ -68,28 +69,26 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
 
     from ..jobs import JobRequest, run_job
 
-    slurm = kubernetes = None
-    output = Path(output_arg) if output_arg and backend != "kubernetes" else None
-    dataset = Path(dataset_arg) if dataset_arg and backend != "kubernetes" else None
+    backend_options: Any = None
     if backend != "kubernetes" and (namespace or deadline or hf_cache or dry_run):
         raise click.UsageError("--namespace, --deadline, --hf-cache and --dry-run go with --backend kubernetes")
+    if backend != "slurm" and (partition or time_limit):
+        raise click.UsageError("--partition and --time go with --backend slurm")
     if backend == "kubernetes":
         from ..backends.kubernetes import KubernetesOptions
 
-        kubernetes = KubernetesOptions(namespace=namespace or "default", active_deadline_seconds=deadline,
-                                       detach=detach, dry_run=dry_run)
+        # the dataset, output folder and HF cache are volumes there: pvc://CLAIM/PATH
+        backend_options = KubernetesOptions(namespace=namespace or "default", active_deadline_seconds=deadline,
+                                            dry_run=dry_run, dataset=dataset_arg, output=output_arg,
+                                            hf_cache=hf_cache)
     elif backend == "slurm":
         from ..backends.slurm import SlurmOptions
 
         if gpus is not None and not gpus.isdigit():
             raise click.BadParameter("with --backend slurm, give a GPU count (e.g. --gpus 1): Slurm allocates them",
                                      param_hint="'--gpus'")
-        slurm = SlurmOptions(partition=partition, time_limit=time_limit, gpus=int(gpus) if gpus else None,
-                             detach=detach)
-    elif partition or time_limit:
-        raise click.UsageError("--partition and --time go with --backend slurm")
-    if detach and backend == "docker":
-        raise click.UsageError("--detach goes with --backend slurm or kubernetes")
+        backend_options = SlurmOptions(partition=partition, time_limit=time_limit, gpus=int(gpus) if gpus else None)
+    local = backend != "kubernetes"
     config = load_job_config(config_file) if config_file else None
     extra: dict[str, Any] = {}
     if config is not None:
@@ -104,21 +103,18 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         online=online,
-        output=output,
+        output=Path(output_arg) if output_arg and local else None,
         flavour=flavour,
         gpus=gpus,
-        dataset=dataset,
+        dataset=Path(dataset_arg) if dataset_arg and local else None,
         resume=resume,
         overwrite=overwrite,
         memory=memory,
         registry=registry,
         build=force_build,
         backend=backend,
-        slurm=slurm,
-        kubernetes=kubernetes,
-        pvc_dataset=dataset_arg if backend == "kubernetes" else None,
-        pvc_output=output_arg if backend == "kubernetes" else None,
-        pvc_hf_cache=hf_cache,
+        backend_options=backend_options,
+        detach=detach,
         **extra,
     )
     renderer = renderer_for(as_json)

@@ -67,7 +67,7 @@ def test_a_flavour_that_is_not_there_names_the_ones_that_are(tmp_path, monkeypat
 
 @pytest.mark.parametrize(("driver", "refused"), [("535.104.05", True), ("580.65.06", False), ("590.1", False)])
 def test_an_old_driver_is_refused_before_any_container(driver: str, refused: bool) -> None:
-    from orchestrator.jobs import check_driver_floor
+    from orchestrator.checks import check_driver_floor
     from providers.errors import ConfigurationError
 
     spec = images.image_spec("gguf", "cuda")

@@ -15,9 +15,10 @@ import kubernetes_validate
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from orchestrator import jobs
 from orchestrator.backends import kubernetes as k8s
 from orchestrator.plan import JobPlan, Mount, Ulimit
-from providers.errors import ConfigurationError, EngineError, InterruptedJobError
+from providers.errors import ConfigurationError, EngineError, InterruptedJobError, ModelAccessError, OutOfMemoryError
 
 DIGEST = "reg.example/team/modelforge/gguf@sha256:" + "b" * 64
 
@@ -166,33 +167,41 @@ RESULT = '{"v": 1, "event": "result", "provider": "gguf", "action": "validate", 
 ERROR = '{"v": 1, "event": "error", "kind": "model_access", "message": "m.gguf is truncated", "hint": "Download it."}'
 
 
+def _run(cluster: FakeCluster, detach: bool = False) -> tuple[dict[str, Any], list[Any]]:
+    """The plan through the same stages as every backend's (jobs.execute), on a fake cluster."""
+    events: list[Any] = []
+    backend = k8s.KubernetesBackend(k8s.KubernetesOptions(), cluster=cluster)
+    return jobs.execute(backend, _plan(), None, events.append, detach=detach), events
+
+
 def test_submit_then_follow_the_log_in_order() -> None:
-    cluster, lines = FakeCluster(['{"v": 1, "event": "stage", "name": "validate", "message": ""}', RESULT]), []
-    assert k8s.run(_plan(), "mf-x", k8s.KubernetesOptions(), lines.append, cluster=cluster) == (0, False)
+    cluster = FakeCluster(['{"v": 1, "event": "stage", "name": "validate", "message": ""}', RESULT])
+    result, events = _run(cluster)
     assert [c[0] for c in cluster.calls][:3] == ["create_config_map", "create_network_policy", "create_job"]
-    assert lines[-1] == RESULT
+    assert [e.event for e in events] == ["stage", "result"]
+    assert result["parameters"] == 1 and result["image"] == "modelforge/huggingface:cpu-0123456789ab"
 
 
 def test_the_jobs_error_and_an_oom_kill_come_back() -> None:
-    lines: list[str] = []
-    assert k8s.run(_plan(), "mf-x", k8s.KubernetesOptions(), lines.append, cluster=FakeCluster([ERROR], 3,
-                                                                                                 "Error")) == (3, False)
-    assert lines == [ERROR]
-    assert k8s.run(_plan(), "mf-x", k8s.KubernetesOptions(), lines.append,
-                   cluster=FakeCluster([], 137, "OOMKilled")) == (137, True)
+    with pytest.raises(ModelAccessError, match="m.gguf is truncated") as info:
+        _run(FakeCluster([ERROR], 3, "Error"))
+    assert info.value.reported  # shown once, as the event it came as
+    with pytest.raises(OutOfMemoryError):
+        _run(FakeCluster([], 137, "OOMKilled"))
 
 
 def test_a_refused_create_is_one_line_about_rbac() -> None:
     with pytest.raises(EngineError) as info:
-        k8s.run(_plan(), "mf-x", k8s.KubernetesOptions(), lambda line: None, cluster=FakeCluster([], fail_create=403))
-    assert info.value.message == "The cluster refused to create the job mf-x (403 Forbidden)."
+        _run(FakeCluster([], fail_create=403))
+    assert info.value.message.startswith("The cluster refused to create the job mf-huggingface-validate-")
+    assert info.value.message.endswith(" (403 Forbidden).")
     assert "RBAC" in info.value.hint
 
 
 def test_ctrl_c_deletes_the_job_in_the_foreground_and_waits_for_its_pod() -> None:
     cluster = FakeCluster([], log_hangs=True)
-    with pytest.raises(InterruptedJobError, match="mf-x and its pod were deleted"):
-        k8s.run(_plan(), "mf-x", k8s.KubernetesOptions(), lambda line: None, cluster=cluster)
+    with pytest.raises(InterruptedJobError, match="mf-huggingface-validate-[0-9a-f]+ and its pod were deleted"):
+        _run(cluster)
     names = [c[0] for c in cluster.calls]
     assert ("delete_job", "Foreground") in cluster.calls
     assert names.index("delete_job") < names.index("delete_config_map") < names.index("delete_network_policy")
@@ -201,5 +210,6 @@ def test_ctrl_c_deletes_the_job_in_the_foreground_and_waits_for_its_pod() -> Non
 
 def test_detach_submits_and_returns() -> None:
     cluster = FakeCluster([RESULT])
-    assert k8s.run(_plan(), "mf-x", k8s.KubernetesOptions(detach=True), lambda line: None, cluster=cluster) == (0, False)
-    assert "list_pods" not in [c[0] for c in cluster.calls]
+    result, events = _run(cluster, detach=True)
+    assert result["job"].startswith("k8s-default/mf-huggingface-validate-") and result["detached"] is True
+    assert "list_pods" not in [c[0] for c in cluster.calls] and events == []

@@ -1,5 +1,6 @@
-"""Every field of a JobPlan reaches every backend: the docker backend's engine arguments and the Slurm
-backend's `docker run` line. A field added to the plan without a check here fails the first test."""
+"""Every field of a JobPlan reaches every backend: the docker backend's engine arguments, the Slurm
+backend's `docker run` line and the Kubernetes backend's Job. A field added to the plan without a check
+here fails the first test."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.backends import docker
 from orchestrator.plan import JobPlan, Mount, Ulimit
 
 PLAN = JobPlan(
@@ -86,15 +88,15 @@ def test_every_plan_field_has_a_check() -> None:
 @pytest.mark.parametrize("name", sorted(CHECKS))
 def test_each_backend_carries_the_field(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
-    kwargs = PLAN.docker_create_kwargs()
-    line = PLAN.docker_run_command('"$name"', gpus_from_allocation=True)
+    kwargs = docker.create_kwargs(PLAN)
+    line = docker.run_command(PLAN, '"$name"', gpus_from_allocation=True)
     docker_ok, slurm_ok = CHECKS[name]
     assert docker_ok(kwargs, line), f"the docker backend drops {name}"
     assert slurm_ok(kwargs, line), f"the Slurm backend drops {name}: {line}"
 
 
 def test_the_secret_is_passed_by_name_only() -> None:
-    line = PLAN.docker_run_command('"$name"')
+    line = docker.run_command(PLAN, '"$name"')
     assert "--env=HF_TOKEN" in line and "HF_TOKEN=" not in line
 
 
