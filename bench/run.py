@@ -18,8 +18,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -29,14 +27,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, sys.path[0] is bench/ itself: the bench modules are imported as the package bench (bench.common,
+# ...) from the repository root instead, so that none of them stands in for a top-level module of that name.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from train_step import native_python, run_container, run_native, write_inputs  # noqa: E402
-
+from bench.common import GGUF, alternate, last_json, median, part_row, status, timed  # noqa: E402
+from bench.train_step import native_python, run_container, run_native, write_inputs  # noqa: E402
 from orchestrator import engine, images  # noqa: E402
 
-GGUF = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = "Once upon a time, in a small village by the sea,"
 SIZE_TARGETS_MB = {("gguf", "cpu"): 300, ("gguf", "cuda"): 2500, ("huggingface", "cpu"): 1300, ("unsloth", "cuda"): 9000}
 REBUILD_TARGET_S = 20.0
@@ -50,32 +49,6 @@ FIRST_RUN_TARGET_S = 60.0
 VERIFY_TARGET_S = 2.0
 SLURM_OVERHEAD_TARGET_S = 2.0
 DOCKER = shutil.which("docker") or "/usr/bin/docker"
-
-
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env or os.environ.copy(), check=False)
-    return time.perf_counter() - started, proc
-
-
-def last_json(proc: subprocess.CompletedProcess) -> dict[str, Any]:
-    try:
-        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
-    except (IndexError, json.JSONDecodeError):
-        raise SystemExit(f"command failed ({proc.returncode}): {proc.stderr.strip()[-500:]}") from None
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def alternate(reps: int, sides: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
-    """Run each side once per repetition, in turn, so drift on the machine hits all sides alike."""
-    out: dict[str, list[float]] = {name: [] for name in sides}
-    for _ in range(reps):
-        for name, fn in sides.items():
-            out[name].append(fn())
-    return out
 
 
 def image_site_packages(tag: str) -> Path:
@@ -419,11 +392,6 @@ def bench_images(cold: bool) -> dict[str, Any]:
     return result
 
 
-def status(value: float, target: float, higher_is_better: bool) -> str:
-    ok = value >= target if higher_is_better else value <= target
-    return "meets" if ok else "**misses**"
-
-
 def table(report: dict[str, Any]) -> str:
     lines = ["| measure | container | native / baseline | ratio or figure | target | |", "|---|---|---|---|---|---|"]
     if "overhead" in report:
@@ -446,7 +414,7 @@ def _table_runs(report: dict[str, Any]) -> list[str]:
                  f"{med['native validate (python -c)']:.2f} | +{ov['overhead_s']:.2f} s | <= {VALIDATE_TARGET_S} | "
                  f"{status(med['mf run validate'], VALIDATE_TARGET_S, False)} |")
     for name, seconds in ov["breakdown_s"].items():
-        lines.append(f"| &nbsp;&nbsp;of which: {name} | {seconds:.2f} s | | | (part of the row above) | |")
+        lines.append(part_row(name, seconds))
     lines.append(f"| in-process validate + describe (s) | {ov['work_s']:.3f} | | | <= {WORK_TARGET_S} | "
                  f"{status(ov['work_s'], WORK_TARGET_S, False)} |")
     lines.append(f"| bare `docker run IMAGE true` (s) | {med['docker run IMAGE true']:.2f} | | | "
@@ -491,8 +459,7 @@ def _table_runs(report: dict[str, Any]) -> list[str]:
                      f"{median(sl['runs']['docker']):.2f} (docker backend) | +{sl['overhead_s']:.2f} s | "
                      f"<= +{SLURM_OVERHEAD_TARGET_S} s | {status(sl['overhead_s'], SLURM_OVERHEAD_TARGET_S, False)} |")
         for name, seconds in sl["split_s"].items():
-            lines.append(f"| &nbsp;&nbsp;of which: {name.replace('_', ' ')} | {seconds:.2f} s | | | "
-                         "(part of the row above) | |")
+            lines.append(part_row(name.replace("_", " "), seconds))
     return lines
 
 
