@@ -39,7 +39,8 @@ def bench_registry(reps: int) -> dict[str, Any]:
             out["push_s"] = pushed
             verify = [timed([*mf, "images", "verify", "--all"], env)[0] for _ in range(reps)]
             out["verify_all_s"] = median(verify)
-            first_runs, pulls = [], {"huggingface": []}
+            first_runs: list[float] = []
+            pulls: dict[str, list[float]] = {"huggingface": []}
             for rep in range(max(1, reps // 2)):
                 with second_engine(work / f"engine-{rep}") as host:
                     fresh = {**env, "DOCKER_HOST": host}
