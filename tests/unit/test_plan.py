@@ -158,3 +158,44 @@ def test_every_plan_field_has_a_kubernetes_check() -> None:
 @pytest.mark.parametrize("name", sorted(K8S_CHECKS))
 def test_the_kubernetes_backend_carries_the_field(name: str) -> None:
     assert K8S_CHECKS[name](*_k8s()), f"the Kubernetes backend drops {name}"
+
+
+# -- make_plan: the request, the image and the inputs to a plan, with no engine -------------------------
+def _make(monkeypatch: pytest.MonkeyPatch, **request: Any) -> JobPlan:
+    from orchestrator import engine
+    from orchestrator.jobs import JobRequest
+    from orchestrator.plan import Inputs, make_plan
+
+    def no_engine(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("make_plan asked the engine")
+
+    monkeypatch.setattr(engine, "client", no_engine)
+    req = JobRequest(**{"provider": "gguf", "action": "load", "model": "/models/m.gguf", **request})
+    inputs = Inputs(model="/models/m.gguf", mounts=[Mount("/srv/m.gguf", "/models/m.gguf")], has_output=True,
+                    options={"k": 1})
+    gpus = req.gpus
+    return make_plan(req, "gguf", "modelforge/gguf:cpu-x", None, "lock123", inputs, gpu_host=gpus is not None,
+                     user=(1000, 1000), gpus=gpus)
+
+
+def test_make_plan_offline_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    plan = _make(monkeypatch, prompt="Hi")
+    spec = json.loads(plan.spec_json)
+    assert spec["device_map"] == "cpu" and spec["output_dir"] == "/output" and spec["options"] == {"k": 1}
+    assert spec["prompt"] == "Hi" and spec["model"] == "/models/m.gguf"
+    assert plan.network == "none" and plan.pass_environment == [] and plan.environment["HF_HUB_OFFLINE"] == "1"
+    assert plan.gpus is None and plan.ulimits == [] and plan.user == "1000:1000" and plan.stop_grace == 10
+    assert plan.environment["MF_LOCK_HASH"] == "lock123" and plan.labels["org.modelforge.action"] == "load"
+    assert "hf_secret" not in repr(plan)
+
+
+def test_make_plan_online_gpu_train(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    plan = _make(monkeypatch, action="train", online=True, gpus="all", memory="4g")
+    assert plan.network == "bridge" and plan.pass_environment == ["HF_TOKEN"] and "HF_HUB_OFFLINE" not in plan.environment
+    assert plan.gpus == "all" and [u.name for u in plan.ulimits] == ["memlock", "stack"]
+    assert plan.stop_grace == 120 and plan.memory == "4g" and '"device_map": "auto"' in plan.spec_json
+    assert "hf_secret" not in repr(plan)
