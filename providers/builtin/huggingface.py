@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import BaseProvider
-from .errors import ConfigurationError, ModelAccessError, ProviderError
-from .hub import hub_snapshot, parse_hub_reference
-from .log import logger
+from ..base import BaseProvider
+from ..common.hub import hub_snapshot, parse_hub_reference
+from ..errors import ConfigurationError, ModelAccessError, ProviderError
+from ..log import logger
 
 SUPPORTED_MODEL_CLASSES = (
     "AutoModelForCausalLM",
@@ -292,6 +292,6 @@ class HuggingFaceProvider(BaseProvider):
         return get_peft_model(model, config)
 
     def train(self, job: Any, events: Any) -> dict[str, Any]:
-        from .training import run_training
+        from ..runtime.training import run_training
 
         return run_training(self, job, events)

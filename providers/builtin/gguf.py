@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .base import BaseProvider
-from .errors import ConfigurationError, ModelAccessError, ProviderError
-from .gguf_header import GGUFFormatError, GGUFHeader, read_header
-from .hub import hub_file, parse_hub_reference
-from .log import logger
+from ..base import BaseProvider
+from ..common.gguf_header import GGUFFormatError, GGUFHeader, read_header
+from ..common.hub import hub_file, parse_hub_reference
+from ..errors import ConfigurationError, ModelAccessError, ProviderError
+from ..log import logger
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_MODEL_CLASSES = ("AutoModelForCausalLM",)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .errors import ProviderError
+from ..errors import ProviderError
 from .huggingface import HuggingFaceProvider
 
 
