@@ -147,7 +147,7 @@ class HuggingFaceProvider(BaseProvider):
         auto_cls = self._check_model_class(model_class)
         source = self.resolve_source(model_id)
         if source.gguf_file:
-            from .gguf import read_gguf
+            from ..common.gguf_header import read_gguf
 
             read_gguf(Path(source.location) / source.gguf_file)
         else:
@@ -175,7 +175,7 @@ class HuggingFaceProvider(BaseProvider):
             "dtype": str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)),
         }
         if source.gguf_file:
-            from .gguf import read_gguf
+            from ..common.gguf_header import read_gguf
 
             path = Path(source.location) / source.gguf_file
             info["parameters"] = sum(int(t.n_elements) for t in read_gguf(path).tensors)

@@ -9,8 +9,7 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFEndian, GGUFReader, GGUFWriter, LlamaFileType
 from gguf.constants import GGML_QUANT_SIZES
 
-from providers.builtin.gguf import read_gguf
-from providers.common.gguf_header import FILE_TYPES, GGML_TYPES, ArrayInfo, read_header
+from providers.common.gguf_header import FILE_TYPES, GGML_TYPES, ArrayInfo, read_gguf, read_header
 from providers.errors import ModelAccessError
 
 
