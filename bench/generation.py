@@ -55,7 +55,7 @@ def bench_overhead(reps: int, gguf_tag: str) -> dict[str, Any]:
     mf = [sys.executable, "-m", "orchestrator"]
     native_code = (
         "import time; t=time.perf_counter()\n"
-        "from providers.gguf import GGUFProvider\n"
+        "from providers.builtin.gguf import GGUFProvider\n"
         f"p=GGUFProvider(); p.validate_model_access({str(GGUF)!r}, 'AutoModelForCausalLM')\n"
         f"p.describe_model({str(GGUF)!r}, 'AutoModelForCausalLM'); print(time.perf_counter()-t)"
     )
@@ -120,7 +120,7 @@ def bench_large_vocab(reps: int, gguf_tag: str) -> dict[str, Any]:
     site = image_site_packages(gguf_tag)
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{site}"}
     ours_code = (
-        "import time; t=time.perf_counter()\nfrom providers.gguf import GGUFProvider\n"
+        "import time; t=time.perf_counter()\nfrom providers.builtin.gguf import GGUFProvider\n"
         f"p=GGUFProvider(); p.validate_model_access({str(path)!r}, 'AutoModelForCausalLM')\n"
         f"d=p.describe_model({str(path)!r}, 'AutoModelForCausalLM'); assert d['vocab_size']=={LARGE_VOCAB}\n"
         "print(time.perf_counter()-t)"
@@ -145,7 +145,7 @@ def bench_large_vocab(reps: int, gguf_tag: str) -> dict[str, Any]:
 def bench_gguf_generation(reps: int, gguf_tag: str) -> dict[str, Any]:
     site = image_site_packages(gguf_tag)
     code = (
-        "import json\nfrom providers.gguf import GGUFProvider\n"
+        "import json\nfrom providers.builtin.gguf import GGUFProvider\n"
         f"p=GGUFProvider(); m=p.load_model({str(GGUF)!r}, 'AutoModelForCausalLM', device_map='cpu')\n"
         f"t=p.load_tokenizer({str(GGUF)!r})\n"
         f"print(json.dumps(p.generate(m, t, {PROMPT!r}, max_new_tokens=128, temperature=0.0)))"

@@ -28,7 +28,7 @@ def bench_huggingface(reps: int, checkpoint: Path) -> dict[str, Any]:
                           else run_container(checkpoint, data, config, out))
                 steps[side].append(result["steps"] / result["train_runtime"])
     load_code = (
-        "import json\nfrom providers.huggingface import HuggingFaceProvider\nimport time\n"
+        "import json\nfrom providers.builtin.huggingface import HuggingFaceProvider\nimport time\n"
         # as the load action does: validate first (it imports transformers), then time the load itself
         f"p=HuggingFaceProvider(); p.validate_model_access({str(checkpoint)!r}, 'AutoModelForCausalLM')\n"
         "t=time.perf_counter()\n"

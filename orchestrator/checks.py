@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from providers.actions import check_action_supported
+from providers.common.hub import parse_hub_reference
 from providers.contract import DATA_DIR, MODEL_DIR
 from providers.errors import ConfigurationError, ModelAccessError, ProviderError
-from providers.hub import parse_hub_reference
 from providers.provider_factory import get_provider_class
-from providers.training import TrainConfig, check_output_folder, estimate_training_bytes, load_dataset_records
+from providers.runtime.actions import check_action_supported
+from providers.runtime.training import TrainConfig, check_output_folder, estimate_training_bytes, load_dataset_records
 
 from . import engine
 from .plan import UNPRIVILEGED_UID, Inputs, Mount

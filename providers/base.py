@@ -41,7 +41,7 @@ class BaseProvider:
 
     def train(self, job: Any, events: Any) -> dict[str, Any]:
         """Fine-tune according to ``job``; providers that train override this."""
-        from .actions import unsupported_action
+        from .runtime.actions import unsupported_action
 
         raise unsupported_action(self.name, "train", self.actions)
 

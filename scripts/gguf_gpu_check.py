@@ -73,7 +73,7 @@ def main() -> int:
         parser.error("--site and --model are needed (or --bundle OUT)")
     sys.path[:0] = [str(args.site), str(ROOT)]
     cuda_lib = preload_cuda_libraries()
-    from providers.gguf import GGUFProvider
+    from providers.builtin.gguf import GGUFProvider
 
     provider = GGUFProvider()
     tokenizer = provider.load_tokenizer(str(args.model))

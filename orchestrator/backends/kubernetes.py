@@ -319,9 +319,9 @@ class KubernetesBackend(Backend):
         return namespace or self.options.namespace, name
 
     def inputs(self, request: JobRequest) -> Inputs:
+        from providers.common.hub import parse_hub_reference
         from providers.contract import DATA_DIR, HF_HOME, MODEL_DIR, OUTPUT_DIR
-        from providers.hub import parse_hub_reference
-        from providers.training import TrainConfig
+        from providers.runtime.training import TrainConfig
 
         def pvc_mount(uri: str, target: str, read_only: bool) -> Mount:
             parse_pvc(uri)  # one line for anything that is not pvc://CLAIM/PATH

@@ -58,7 +58,7 @@ def test_human_output_is_a_table_on_stdout(gguf_image: str, demo_model: Path) ->
 
 def test_the_tokenizer_uses_the_models_vocabulary(gguf_image: str, demo_model: Path, docker_client: Any) -> None:
     code = (
-        "from providers.gguf import GGUFProvider\n"
+        "from providers.builtin.gguf import GGUFProvider\n"
         "tok = GGUFProvider().load_tokenizer('/models/m.gguf')\n"
         f"ids = tok.encode({PROMPT!r}, add_special_tokens=False)\n"
         "print(tok.vocab_size, len(ids), repr(tok.decode(ids)))\n"
@@ -187,7 +187,7 @@ def test_a_code_change_rebuilds_only_the_last_layer(gguf_image: str, docker_clie
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "providers"
     shutil.copytree(images.PROVIDERS_SRC, src, ignore=shutil.ignore_patterns("__pycache__"))
-    with (src / "gguf.py").open("a") as fh:
+    with (src / "builtin" / "gguf.py").open("a") as fh:
         fh.write("\n# a one-line change\n")
     monkeypatch.setattr(images, "PROVIDERS_SRC", src)
     spec = images.image_spec("gguf", "cpu")

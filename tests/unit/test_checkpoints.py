@@ -7,7 +7,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from providers.training import TrainConfig, checkpoint_problem, estimate_training_bytes, last_complete_checkpoint
+from providers.runtime.training import TrainConfig, checkpoint_problem, estimate_training_bytes, last_complete_checkpoint
 
 
 def _safetensors(path: Path, n_floats: int) -> None:

@@ -9,9 +9,8 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFEndian, GGUFReader, GGUFWriter, LlamaFileType
 from gguf.constants import GGML_QUANT_SIZES
 
+from providers.common.gguf_header import FILE_TYPES, GGML_TYPES, ArrayInfo, read_gguf, read_header
 from providers.errors import ModelAccessError
-from providers.gguf import read_gguf
-from providers.gguf_header import FILE_TYPES, GGML_TYPES, ArrayInfo, read_header
 
 
 def _write(path: Path, *, vocab: int, tensors: int, endian: GGUFEndian = GGUFEndian.LITTLE) -> Path:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from providers.builtin.gguf import GGUFProvider
+from providers.common.hub import parse_hub_reference
 from providers.errors import ModelAccessError, ProviderError
-from providers.gguf import GGUFProvider
-from providers.hub import parse_hub_reference
 
 
 @pytest.fixture(scope="module")

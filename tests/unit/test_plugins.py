@@ -77,4 +77,4 @@ def test_a_plugin_cannot_take_a_built_in_name(use_plugins) -> None:
     assert "which modelforge already provides" in rows["gguf@modelforge-name-clash"]["note"]
     proc = run("-c", "from providers.provider_factory import create_provider; "
                      "print(type(create_provider('gguf')).__module__)")
-    assert proc.stdout.strip() == "providers.gguf"
+    assert proc.stdout.strip() == "providers.builtin.gguf"

@@ -80,7 +80,7 @@ def test_each_provider_with_an_image_has_its_recipe_module_and_tests(name: str) 
         lock = recipe / f"requirements.{flavour}.txt"
         assert "--hash=sha256:" in lock.read_text()
         assert (recipe / f"requirements.{flavour}.in").is_file() or (recipe / "requirements.in").is_file()
-    assert (images.PROJECT_ROOT / "providers" / f"{name}.py").is_file()
+    assert (images.PROJECT_ROOT / "providers" / "builtin" / f"{name}.py").is_file()
     assert list((images.PROJECT_ROOT / "tests").rglob(f"test_{name}*.py"))
 
 

@@ -1,4 +1,4 @@
-"""The entrypoint of every provider image: ``python -m providers.runtime [SPEC]``.
+"""The entrypoint of every provider image: ``python -m providers.runtime [SPEC]`` runs ``main``.
 
 Reads the job spec, runs the action with the registered provider, and speaks the contract
 on stdout. Anything else that writes to stdout (a library's print, a C extension) is moved to
@@ -18,10 +18,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .contract import JOB_SPEC_PATH, JobSpec
-from .errors import InterruptedJobError, ModelAccessError, ModelForgeError
-from .events import EventLogHandler, EventWriter
-from .log import logger
+from ..contract import JOB_SPEC_PATH, JobSpec
+from ..errors import InterruptedJobError, ModelAccessError, ModelForgeError
+from ..events import EventLogHandler, EventWriter
+from ..log import logger
 
 DEBUG_ENV = "MF_DEBUG"
 #: Set by `mf` when it holds the job's stdin open for the run's life (an attached run).
@@ -66,8 +66,8 @@ def _write_result_file(output_dir: str, payload: dict[str, Any]) -> None:
 
 
 def run_job(job: JobSpec, events: EventWriter) -> dict[str, Any]:
+    from ..provider_factory import create_provider
     from .actions import run_action
-    from .provider_factory import create_provider
 
     provider = create_provider(job.provider, job.provider_config)
     return run_action(provider, job, events)
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             text = spec_path.read_text(encoding="utf-8")
         except OSError as exc:
-            from .errors import ConfigurationError
+            from ..errors import ConfigurationError
 
             raise ConfigurationError(f"Cannot read the job spec {spec_path}: {exc.strerror}.") from None
         job = JobSpec.from_json(text)
@@ -120,6 +120,3 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

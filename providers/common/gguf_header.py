@@ -10,6 +10,9 @@ Format (github.com/ggml-org/ggml/blob/master/docs/gguf.md): magic ``GGUF``, vers
 tensor count and metadata count (uint64), the metadata key/value pairs, the tensor infos, then the
 tensor data at the next multiple of ``general.alignment`` (32 by default). Files written on a
 big-endian machine have every number byte-swapped; the version tells which order a file uses.
+
+``read_gguf`` is what providers call (gguf, and huggingface for a .gguf file): the header of a whole
+file, or a ``ModelAccessError`` that says what is wrong with it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..errors import ModelAccessError
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -261,4 +266,28 @@ def _parse(buf: Any, size: int) -> GGUFHeader:
     header.data_offset = -(-cur.pos // alignment) * alignment
     header.tensors = [TensorInfo(name, shape, type_id, header.data_offset + offset)
                       for name, shape, type_id, offset in infos]
+    return header
+
+
+def read_gguf(path: Path) -> GGUFHeader:
+    """Parse a GGUF file's header, metadata and tensor index; ModelAccessError unless it is whole."""
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelAccessError(f"Cannot read {path}: {exc.strerror}.", "Check the file's permissions.") from None
+    if magic != MAGIC:
+        raise ModelAccessError(
+            f"{path.name} is not a GGUF file (it starts with {magic!r}, not b'GGUF').",
+            "Pass a .gguf model file, or use --provider huggingface for other formats.",
+        )
+    try:
+        header = read_header(path)
+    except GGUFFormatError as exc:
+        raise ModelAccessError(f"{path.name} is truncated or corrupt: {exc}", "Download the file again.") from None
+    if header.data_end > header.file_size:
+        raise ModelAccessError(
+            f"{path.name} is truncated: its tensors need {header.data_end} bytes, the file has {header.file_size}.",
+            "Download the file again.",
+        )
     return header

@@ -6,15 +6,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .contract import JobSpec
-from .errors import ModelAccessError, UnsupportedActionError
-from .events import EventWriter
+from ..contract import JobSpec
+from ..errors import ModelAccessError, UnsupportedActionError
+from ..events import EventWriter
 
 
 def unsupported_action(provider_name: str, action: str, supported: tuple[str, ...]) -> UnsupportedActionError:
     """The error for an action a provider does not have; for train it names the providers that train."""
     if action == "train":
-        from .provider_factory import providers_supporting
+        from ..provider_factory import providers_supporting
 
         trainers = providers_supporting("train")
         return UnsupportedActionError(

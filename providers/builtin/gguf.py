@@ -11,13 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .base import BaseProvider
-from .errors import ConfigurationError, ModelAccessError, ProviderError
-from .gguf_header import GGUFFormatError, GGUFHeader, read_header
-from .hub import hub_file, parse_hub_reference
-from .log import logger
+from ..base import BaseProvider
+from ..common.gguf_header import GGUFHeader, read_gguf
+from ..common.hub import hub_file, parse_hub_reference
+from ..errors import ConfigurationError, ModelAccessError, ProviderError
+from ..log import logger
 
-GGUF_MAGIC = b"GGUF"
 SUPPORTED_MODEL_CLASSES = ("AutoModelForCausalLM",)
 #: llama.cpp's own count, logged as it places the weights: "offloaded 31/31 layers to GPU"
 _OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
@@ -83,30 +82,6 @@ def cpu_backend_library() -> str | None:
     """Which build of llama.cpp's CPU backend this process runs (libggml-cpu-haswell.so, say)."""
     path = _mapped_library("libggml-cpu")
     return path.rsplit("/", 1)[-1] if path else None
-
-
-def read_gguf(path: Path) -> GGUFHeader:
-    """Parse a GGUF file's header, metadata and tensor index; ModelAccessError unless it is whole."""
-    try:
-        with path.open("rb") as fh:
-            magic = fh.read(4)
-    except OSError as exc:
-        raise ModelAccessError(f"Cannot read {path}: {exc.strerror}.", "Check the file's permissions.") from None
-    if magic != GGUF_MAGIC:
-        raise ModelAccessError(
-            f"{path.name} is not a GGUF file (it starts with {magic!r}, not b'GGUF').",
-            "Pass a .gguf model file, or use --provider huggingface for other formats.",
-        )
-    try:
-        header = read_header(path)
-    except GGUFFormatError as exc:
-        raise ModelAccessError(f"{path.name} is truncated or corrupt: {exc}", "Download the file again.") from None
-    if header.data_end > header.file_size:
-        raise ModelAccessError(
-            f"{path.name} is truncated: its tensors need {header.data_end} bytes, the file has {header.file_size}.",
-            "Download the file again.",
-        )
-    return header
 
 
 class GGUFTokenizer:

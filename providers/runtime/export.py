@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError, ModelAccessError, ProviderError
+from ..errors import ConfigurationError, ModelAccessError, ProviderError
 
 CONVERTER_DIR = Path("/opt/llama-convert")
 #: what convert_hf_to_gguf.py writes: f16 always (every quantized type is made from it), f32 on request

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import GatedModelError, ModelAccessError
+from ..errors import GatedModelError, ModelAccessError
 
 _HUB_REF = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?::(?P<file>[^:@\s][^:@]*))?(?:@(?P<rev>[\w./-]+))?$")
 

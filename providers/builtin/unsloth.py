@@ -1,16 +1,17 @@
 """The Unsloth provider: FastLanguageModel loading (4-bit when asked), Unsloth's LoRA, and the shared
 train action on Unsloth's patched trainer. Needs an NVIDIA GPU for load and train; validate runs
-anywhere (the same checks as the huggingface provider, which never import unsloth)."""
+anywhere (the checks it shares with the huggingface provider, in
+``providers.common.transformers_base``, never import unsloth)."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .errors import ProviderError
-from .huggingface import HuggingFaceProvider
+from ..common.transformers_base import TransformersBase
+from ..errors import ProviderError
 
 
-class UnslothProvider(HuggingFaceProvider):
+class UnslothProvider(TransformersBase):
     name = "unsloth"
     actions: ClassVar[tuple[str, ...]] = ("validate", "load", "train")
     requires_gpu = True

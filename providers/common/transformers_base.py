@@ -1,5 +1,7 @@
-"""The Hugging Face transformers provider: local folders, GGUF files (dequantized) and hub ids,
-loaded with transformers; LoRA fine-tuning through the shared train action."""
+"""What the transformers-based built-in providers (huggingface, unsloth) share: where a model is
+(a local folder, a .gguf file in it, a hub id), the checks of ``validate`` and the facts it reports,
+``generate`` and the shared train action. Loading a model and its tokenizer, and the LoRA wrapping,
+are each provider's own."""
 
 from __future__ import annotations
 
@@ -8,12 +10,11 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from .base import BaseProvider
-from .errors import ConfigurationError, ModelAccessError, ProviderError
+from ..base import BaseProvider
+from ..errors import ConfigurationError, ModelAccessError, ProviderError
 from .hub import hub_snapshot, parse_hub_reference
-from .log import logger
 
 SUPPORTED_MODEL_CLASSES = (
     "AutoModelForCausalLM",
@@ -62,9 +63,8 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     return dict(header)
 
 
-class HuggingFaceProvider(BaseProvider):
-    name = "huggingface"
-    actions: ClassVar[tuple[str, ...]] = ("validate", "load", "train", "export")
+class TransformersBase(BaseProvider):
+    """The base of the huggingface and unsloth providers (see the module's docstring)."""
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
@@ -147,7 +147,7 @@ class HuggingFaceProvider(BaseProvider):
         auto_cls = self._check_model_class(model_class)
         source = self.resolve_source(model_id)
         if source.gguf_file:
-            from .gguf import read_gguf
+            from .gguf_header import read_gguf
 
             read_gguf(Path(source.location) / source.gguf_file)
         else:
@@ -175,7 +175,7 @@ class HuggingFaceProvider(BaseProvider):
             "dtype": str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)),
         }
         if source.gguf_file:
-            from .gguf import read_gguf
+            from .gguf_header import read_gguf
 
             path = Path(source.location) / source.gguf_file
             info["parameters"] = sum(int(t.n_elements) for t in read_gguf(path).tensors)
@@ -195,67 +195,6 @@ class HuggingFaceProvider(BaseProvider):
             info["file_size"] = sum(w.stat().st_size for w in weights)
             info["weights"] = [w.name for w in weights]
         return info
-
-    def load_model(
-        self,
-        model_id: str,
-        model_class: str,
-        quantization_config: Any = None,
-        device_map: str = "auto",
-        **kwargs: Any,
-    ) -> Any:
-        auto_cls = self._check_model_class(model_class)
-        source = self.resolve_source(model_id)
-        import torch
-
-        extra: dict[str, Any] = {}
-        if quantization_config:
-            if not torch.cuda.is_available():
-                raise ConfigurationError(
-                    "4-bit and 8-bit quantization (bitsandbytes) needs a CUDA GPU; this job runs on the CPU.",
-                    "Remove quantization_config, or run on a GPU host (the cuda flavour).",
-                )
-            from transformers import BitsAndBytesConfig
-
-            extra["quantization_config"] = (
-                quantization_config if isinstance(quantization_config, BitsAndBytesConfig)
-                else BitsAndBytesConfig(**quantization_config)
-            )
-        dtype = kwargs.pop("dtype", None) or self.dtype or ("auto" if torch.cuda.is_available() else torch.float32)
-        if isinstance(dtype, str) and dtype != "auto":
-            dtype = getattr(torch, dtype)
-        if device_map == "auto" and not torch.cuda.is_available():
-            device_map = "cpu"
-        logger.info("loading %s as %s on %s", model_id, model_class, device_map)
-        try:
-            model = auto_cls.from_pretrained(
-                source.location,
-                device_map=device_map,
-                dtype=dtype,
-                trust_remote_code=self.trust_remote_code,
-                **source.pretrained_kwargs(),
-                **extra,
-                **kwargs,
-            )
-        except OSError as exc:
-            raise ModelAccessError(f"Cannot load {model_id}: {exc}".split("\n")[0], "Check the model files.") from None
-        except ValueError as exc:
-            raise ProviderError(f"transformers could not load {model_id}: {exc}".split("\n")[0]) from None
-        return model
-
-    def load_tokenizer(self, model_id: str, **kwargs: Any) -> Any:
-        from transformers import AutoTokenizer
-
-        source = self.resolve_source(model_id)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(  # nosec B615
-                source.location, trust_remote_code=self.trust_remote_code, **source.pretrained_kwargs(), **kwargs
-            )
-        except (OSError, ValueError) as exc:
-            raise ModelAccessError(f"Cannot load the tokenizer of {model_id}: {exc}".split("\n")[0]) from None
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        return tokenizer
 
     # -- hooks ------------------------------------------------------------------------------
     def device_of(self, model: Any) -> str:
@@ -284,14 +223,7 @@ class HuggingFaceProvider(BaseProvider):
             "tokens_per_second": round(int(new_ids.shape[0]) / seconds, 2) if seconds > 0 else None,
         }
 
-    def prepare_for_training(self, model: Any, lora: dict[str, Any]) -> Any:
-        """Wrap ``model`` with a LoRA adapter (peft)."""
-        from peft import LoraConfig, get_peft_model
-
-        config = LoraConfig(task_type="CAUSAL_LM", **lora)
-        return get_peft_model(model, config)
-
     def train(self, job: Any, events: Any) -> dict[str, Any]:
-        from .training import run_training
+        from ..runtime.training import run_training
 
         return run_training(self, job, events)

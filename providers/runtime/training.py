@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigurationError, InterruptedJobError
+from ..errors import ConfigurationError, InterruptedJobError
 
 MANIFEST = "manifest.json"
 ADAPTER_DIR = "adapter"
