@@ -169,9 +169,9 @@ def bench_gguf_cuda_on_cpu(reps: int) -> dict[str, Any] | None:
     """The cuda image on this CPU-only host (its CPU backend, the variant for this CPU) against the cpu
     image, both through `mf run`, alternating; None where the cuda image is not built."""
     spec = images.image_spec("gguf", "cuda")
-    if not (engine.image_exists(spec.tag) or spec.build_cached()):
+    if not (engine.image_exists(spec.tag) or images.build_cached(spec)):
         return None
-    spec.ensure(lambda line: print(line, file=sys.stderr))
+    images.ensure(spec, lambda line: print(line, file=sys.stderr))
     seen: dict[str, dict[str, Any]] = {}
 
     def side(flavour: str) -> Callable[[], float]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import alternate, median, status
-from orchestrator import engine, images
+from orchestrator import engine, images, label, recipes
 
 SIZE_TARGETS_MB = {("gguf", "cpu"): 300, ("gguf", "cuda"): 2500, ("huggingface", "cpu"): 1300, ("unsloth", "cuda"): 9000}
 REBUILD_TARGET_S = 20.0
@@ -27,27 +27,27 @@ def rebuild_after_a_change(spec: images.ImageSpec, kept_builder: bool) -> float:
     quiet: Callable[[str], None] = lambda line: None  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "providers"
-        shutil.copytree(images.PROVIDERS_SRC, src, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(recipes.PROVIDERS_SRC, src, ignore=shutil.ignore_patterns("__pycache__"))
         with (src / "log.py").open("a") as fh:
             fh.write(f"# bench {time.time()} {kept_builder}\n")
-        original, images.PROVIDERS_SRC = images.PROVIDERS_SRC, src
+        original, recipes.PROVIDERS_SRC = recipes.PROVIDERS_SRC, src
         try:
             changed = images.image_spec(spec.provider, spec.flavour)
-            args = changed.build_args(quiet)
-            wheels = None if kept_builder else changed.stage_wheelhouse(quiet)
+            args = images.build_args(changed, quiet)
+            wheels = None if kept_builder else images.stage_wheelhouse(changed, quiet)
             started = time.perf_counter()
             context = Path(tmp) / "context.tar"
             if kept_builder:
-                changed.write_image_context(context, quiet)
+                images.write_image_context(changed, context, quiet)
             else:
-                changed.write_context(wheels, context)
+                images.write_context(changed, wheels, context)
             with context.open("rb") as fh:
                 engine.build_image(fh, changed.tag, buildargs=args, labels=changed.labels(), on_line=quiet)
             seconds = time.perf_counter() - started
             engine.client().images.remove(changed.tag, force=True)
             return seconds
         finally:
-            images.PROVIDERS_SRC = original
+            recipes.PROVIDERS_SRC = original
 
 
 def bench_images(cold: bool) -> dict[str, Any]:
@@ -61,9 +61,9 @@ def bench_images(cold: bool) -> dict[str, Any]:
         attrs = engine.image_attrs(spec.tag)
         note = ""
         if attrs is None:  # an earlier build of the same recipe differs in the code layer only
-            earlier = engine.client().images.list(filters={"label": [f"{images.label('kind')}=image",
-                                                                     f"{images.label('provider')}={provider}",
-                                                                     f"{images.label('flavour')}={flavour}"]})
+            earlier = engine.client().images.list(filters={"label": [f"{label('kind')}=image",
+                                                                     f"{label('provider')}={provider}",
+                                                                     f"{label('flavour')}={flavour}"]})
             if earlier:
                 attrs, note = max((img.attrs for img in earlier), key=lambda a: a["Created"]), "(latest earlier build)"
         rows.append({"image": f"{provider} {flavour}", "tag": spec.tag, "target_mb": target,
@@ -73,10 +73,10 @@ def bench_images(cold: bool) -> dict[str, Any]:
                               "cold_build_s": {}}
     for provider, flavour in (("gguf", "cpu"), ("huggingface", "cpu"), ("unsloth", "cuda"), ("gguf", "cuda")):
         spec = images.image_spec(provider, flavour)
-        if flavour == "cuda" and provider == "gguf" and not (engine.image_exists(spec.tag) or spec.build_cached()):
+        if flavour == "cuda" and provider == "gguf" and not (engine.image_exists(spec.tag) or images.build_cached(spec)):
             continue  # never compile the CUDA kernels here: `make image-gguf FLAVOUR=cuda` does
-        spec.ensure(lambda line: None)
-        spec.ensure_builder(lambda line: None)
+        images.ensure(spec, lambda line: None)
+        images.ensure_builder(spec, lambda line: None)
         name = f"{provider} {flavour}"
         ways = alternate(2, {"kept builder": functools.partial(rebuild_after_a_change, spec, kept_builder=True),
                              "stage replayed": functools.partial(rebuild_after_a_change, spec, kept_builder=False)})
@@ -84,16 +84,16 @@ def bench_images(cold: bool) -> dict[str, Any]:
         result["rebuild_s"][name] = median(ways["kept builder"])
         if images.syft_path() is not None:
             started = time.perf_counter()
-            spec.write_sbom(lambda line: None)
+            images.write_sbom(spec, lambda line: None)
             result["sbom_s"][name] = time.perf_counter() - started
         if cold and flavour == "cpu":
             started = time.perf_counter()
             tag = f"modelforge-bench/{provider}:cold"
-            wheels = spec.stage_wheelhouse(lambda line: None)
+            wheels = images.stage_wheelhouse(spec, lambda line: None)
             with tempfile.TemporaryDirectory() as tmp:
                 context = Path(tmp) / "context.tar"
-                spec.write_context(wheels, context)
-                args = {"BASE": images.BASE_RUNTIME.tag, "BASE_BUILD": images.BASE_BUILD.tag, "FLAVOUR": "cpu"}
+                images.write_context(spec, wheels, context)
+                args = {"BASE": recipes.BASE_RUNTIME.tag, "BASE_BUILD": recipes.BASE_BUILD.tag, "FLAVOUR": "cpu"}
                 with context.open("rb") as fh:
                     engine.build_image(fh, tag, buildargs=args, labels={}, on_line=lambda line: None, nocache=True)
             result["cold_build_s"][provider] = time.perf_counter() - started

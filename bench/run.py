@@ -74,8 +74,8 @@ def main() -> int:
         print(json.dumps(part, indent=2))
         print(table(part))
         return 0
-    gguf_tag = images.image_spec("gguf", "cpu").ensure(lambda line: print(line, file=sys.stderr))
-    images.image_spec("huggingface", "cpu").ensure(lambda line: print(line, file=sys.stderr))
+    gguf_tag = images.ensure(images.image_spec("gguf", "cpu"), lambda line: print(line, file=sys.stderr))
+    images.ensure(images.image_spec("huggingface", "cpu"), lambda line: print(line, file=sys.stderr))
     report: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "
                    f"Docker Engine {engine.engine_version()}",

@@ -26,7 +26,7 @@ def native_python(spec: images.ImageSpec) -> Path:
     venv = ROOT / ".cache" / "bench" / f"venv-{spec.provider}-{spec.flavour}-{spec.lock_hash}"
     python = venv / "bin" / "python"
     if not python.exists():
-        wheels = spec.stage_wheelhouse(print)
+        wheels = images.stage_wheelhouse(spec, print)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(wheels),
                         "--require-hashes", "-r", str(spec.lock)], check=True)
@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "train_step.json")
     args = parser.parse_args()
     spec = images.image_spec("huggingface", "cpu")
-    spec.ensure(print)
+    images.ensure(spec, print)
     python = native_python(spec)
     rates: dict[str, list[float]] = {"container": [], "native": []}
     with tempfile.TemporaryDirectory() as tmp:

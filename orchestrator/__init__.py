@@ -10,6 +10,19 @@ IN_CHECKOUT = (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "i
 LABEL_PREFIX = "org.modelforge"
 
 
+def label(name: str) -> str:
+    """The full name of one of the project's labels: ``org.modelforge.<name>``."""
+    return f"{LABEL_PREFIX}.{name}"
+
+
+def project_labels(kind: str, **extra: str) -> dict[str, str]:
+    """The labels of something mf makes (an image, a builder stage, a job): its kind, then each
+    ``extra`` under its name with dashes (``build_hash`` -> ``org.modelforge.build-hash``)."""
+    labels = {f"{LABEL_PREFIX}.kind": kind}
+    labels.update({f"{LABEL_PREFIX}.{key.replace('_', '-')}": value for key, value in extra.items()})
+    return labels
+
+
 def cache_dir() -> Path:
     """Where mf keeps what it downloads and makes: $XDG_CACHE_HOME/modelforge (~/.cache/modelforge)."""
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "modelforge"

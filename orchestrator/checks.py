@@ -22,8 +22,8 @@ from . import engine
 from .plan import UNPRIVILEGED_UID, Inputs, Mount
 
 if TYPE_CHECKING:
-    from .images import ImageSpec
     from .jobs import JobRequest
+    from .recipes import ImageSpec
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def check_gpu_provider(provider: Provider, action: str, gpu_host: bool) -> None:
 
 def check_driver_floor(spec: ImageSpec, driver: str | None) -> None:
     """Refuse, before any container, a GPU job whose image needs a newer NVIDIA driver than the host has."""
-    from . import images
+    from . import recipes
 
     floor = spec.driver_floor
     if floor is None or driver is None or engine.version_tuple(driver) >= engine.version_tuple(floor):
@@ -63,7 +63,7 @@ def check_driver_floor(spec: ImageSpec, driver: str | None) -> None:
         f"This host's NVIDIA driver is {driver}; the {spec.provider} {spec.flavour} image needs {floor} or newer "
         "(its CUDA runtime's floor).",
         "Update the NVIDIA driver, or run on the CPU with --gpus none"
-        + (" --flavour cpu." if "cpu" in images.flavours(spec.provider) else "."),
+        + (" --flavour cpu." if "cpu" in recipes.flavours(spec.provider) else "."),
     )
 
 

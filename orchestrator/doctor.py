@@ -11,7 +11,7 @@ from typing import Any
 
 from providers.errors import EngineError
 
-from . import engine, images
+from . import engine, label
 from .checks import hf_cache_dir
 
 DISK_WARN_GB = 30
@@ -69,9 +69,9 @@ def check_gpus(info: dict[str, Any] | None) -> list[Check]:
 
 def _cuda_floors() -> dict[str, str]:
     floors = {}
-    for image in engine.client().images.list(filters={"label": images.label("driver-floor")}):
+    for image in engine.client().images.list(filters={"label": label("driver-floor")}):
         for tag in image.tags:
-            floors[tag] = image.labels[images.label("driver-floor")]
+            floors[tag] = image.labels[label("driver-floor")]
     return floors
 
 

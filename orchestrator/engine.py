@@ -16,6 +16,7 @@ from typing import Any
 from providers.errors import EngineError, ImageError
 
 from . import LABEL_PREFIX
+from . import project_labels as project_labels  # the job labels' maker, kept under this name
 
 _client: Any = None
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -206,12 +207,6 @@ def build_failure(tag: str, error: str, tail: list[str]) -> ImageError:
         "A hash mismatch means a lock or a staged wheel was changed: re-lock (make lock-NAME) or "
         "delete .cache/wheelhouse and build again.",
     )
-
-
-def project_labels(kind: str, **extra: str) -> dict[str, str]:
-    labels = {f"{LABEL_PREFIX}.kind": kind}
-    labels.update({f"{LABEL_PREFIX}.{key.replace('_', '-')}": value for key, value in extra.items()})
-    return labels
 
 
 def create_container(image: str, name: str, **create_kwargs: Any) -> Any:

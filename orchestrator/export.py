@@ -146,7 +146,7 @@ def converter_dir(progress: images.Progress) -> tuple[Path, dict[str, str]]:
     """llama.cpp's converter and its gguf-py, taken from the hash-checked llama-cpp-python sdist the gguf
     image compiles (staged in its wheelhouse), extracted once per sdist."""
     spec = images.image_spec("gguf", "cpu")
-    wheels = spec.stage_wheelhouse(progress)
+    wheels = images.stage_wheelhouse(spec, progress)
     [sdist] = sorted(wheels.glob("llama_cpp_python-*.tar.gz"))
     digest = sha256_file(sdist)
     target = cache_dir() / "llama-convert" / digest[:16]

@@ -1,7 +1,8 @@
 """One job, the same way on every backend, in five stages:
 
 1. the request, checked on the host (``checks.py``; the backend checks its files: local paths or volumes);
-2. the image: here, pulled or built (``registry.py``, ``images.py``), or the digest a cluster pulls;
+2. the image: its recipe (``recipes.py``), here pulled or built (``registry.py``, ``images.py``), or the
+   digest a cluster pulls;
 3. the plan: a pure function of the request, the image and the inputs (``plan.py``);
 4. the backend runs it (``backends/``: docker, slurm, kubernetes), followed or detached;
 5. the outcome: the result, or the job's error as the same one-line error on every backend (``outcome.py``).
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import backends, checks, images
+from . import backends, checks, recipes
 from .backends.base import Backend, OutputLease
 from .outcome import EventLines, EventSink, Exit, outcome, sigterm_as_interrupt
 from .plan import JobPlan, make_plan
@@ -59,7 +60,7 @@ class JobRequest:
     detach: bool = False
 
 
-def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress,
+def run_job(request: JobRequest, on_event: EventSink, on_build: Callable[[str], None],
             on_layer: Callable[[dict[str, Any]], None] = lambda event: None) -> dict[str, Any]:
     """Run ``request`` in its provider's image; return the result payload or raise the job's error."""
     backend = backends.create(request.backend, request.backend_options)
@@ -69,7 +70,7 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: images.Progress,
     gpu_host = backend.gpu_host(request)
     backend.check(request, provider, gpu_host)
     # 2. the image
-    spec = images.image_spec(provider.name, request.flavour, gpu_host)
+    spec = recipes.image_spec(provider.name, request.flavour, gpu_host)
     backend.check_image(spec, request, gpu_host)
     image, reference = backend.image(spec, request, on_build, on_layer)
     with backend.hold_output(request, inputs, provider.name, on_event) as lease:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from providers.contract import HF_HOME, JOB_SPEC_PATH, OUTPUT_DIR, JobSpec
 
-from . import engine
+from . import project_labels
 
 if TYPE_CHECKING:
     from .jobs import JobRequest
@@ -139,7 +139,7 @@ def make_plan(request: JobRequest, provider: str, image: str, image_reference: s
         gpus=gpus,
         # what NVIDIA recommends for training in containers: pinned memory and deep stacks
         ulimits=[Ulimit("memlock", -1, -1), Ulimit("stack", 67108864, 67108864)] if gpus else [],
-        labels=engine.project_labels("job", provider=provider, action=request.action,
+        labels=project_labels("job", provider=provider, action=request.action,
                                      owner_pid=str(os.getpid()), host=socket.gethostname(),
                                      session=os.environ.get("MF_SESSION", "")),
         stop_grace=STOP_GRACE_SECONDS.get(request.action, DEFAULT_STOP_GRACE_SECONDS),

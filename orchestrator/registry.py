@@ -24,7 +24,7 @@ from typing import Any
 
 from providers.errors import ImageError, InterruptedJobError
 
-from . import cache_dir, config, engine, images, signing
+from . import cache_dir, config, engine, images, recipes, signing
 
 FORMAT = "modelforge-release/1"
 RELEASE_REPOSITORY = "modelforge/release"
@@ -34,7 +34,7 @@ Events = Callable[[dict[str, Any]], None]
 
 
 def mf_version() -> str:
-    return images._project_metadata()[1]
+    return recipes.project_metadata()[1]
 
 
 def registry_or_none(override: str | None = None) -> str | None:
@@ -111,7 +111,7 @@ def push_image(spec: images.ImageSpec, registry: str, on_event: Events, progress
     from docker.errors import APIError
 
     client = engine.client()
-    local = client.images.get(spec.ensure(progress))
+    local = client.images.get(images.ensure(spec, progress))
     reference = remote_reference(registry, spec)
     repository, tag = reference.rsplit(":", 1)
     local.tag(repository, tag)
@@ -124,7 +124,7 @@ def push_image(spec: images.ImageSpec, registry: str, on_event: Events, progress
     digest = aux.get("Digest")
     if not digest:
         raise ImageError(f"The registry {registry} did not report a digest for {reference}.")
-    sbom = spec.sbom_path
+    sbom = images.sbom_path(spec)
     return {
         "provider": spec.provider, "flavour": spec.flavour, "content_tag": spec.tag.split(":", 1)[1],
         "reference": reference, "digest": digest, "image_id": local.id, "lock_hash": spec.lock_hash,
@@ -353,7 +353,7 @@ def obtain(spec: images.ImageSpec, progress: images.Progress, on_event: Events, 
         if config.enabled("require_signed"):
             raise ImageError(f"{spec.tag} is missing and MF_REQUIRE_SIGNED allows only signed images.",
                              "Configure your registry (MF_REGISTRY) so mf pulls it, or load a signed bundle.")
-        return spec.build(progress)
+        return images.build(spec, progress)
     return pull(spec, registry, on_event, progress)
 
 

@@ -61,5 +61,5 @@ if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     from orchestrator import engine, images
 
-    tag = images.image_spec("huggingface", "cpu").ensure(lambda line: print(line, file=sys.stderr))
+    tag = images.ensure(images.image_spec("huggingface", "cpu"), lambda line: print(line, file=sys.stderr))
     print(ensure_hf_checkpoint(engine.client(), tag))

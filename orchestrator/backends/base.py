@@ -26,8 +26,9 @@ from ..outcome import EventSink, Exit
 from ..plan import Inputs, JobPlan, Mount
 
 if TYPE_CHECKING:
-    from ..images import ImageSpec, Progress
+    from ..images import Progress
     from ..jobs import JobRequest
+    from ..recipes import ImageSpec
 
 Lines = Callable[[str], None]
 

@@ -36,8 +36,8 @@ from ..plan import Inputs, JobPlan, Mount
 from .base import Lines, LocalFilesBackend, OutputLease
 
 if TYPE_CHECKING:
-    from ..images import ImageSpec
     from ..jobs import JobRequest
+    from ..recipes import ImageSpec
 
 DETACHED_LABEL = f"{LABEL_PREFIX}.detached"
 GRACE_LABEL = f"{LABEL_PREFIX}.stop-grace"

@@ -31,8 +31,9 @@ from ..plan import UNPRIVILEGED_UID, Inputs, JobPlan, Mount
 from .base import Backend, Lines
 
 if TYPE_CHECKING:
-    from ..images import ImageSpec, Progress
+    from ..images import Progress
     from ..jobs import JobRequest
+    from ..recipes import ImageSpec
 
 PVC = re.compile(r"^pvc://([a-z0-9]([-a-z0-9]*[a-z0-9])?)(/.*)?$")
 TOKEN_SECRET = "mf-hf-token"  # noqa: S105 - the Secret's name, not a secret

@@ -59,22 +59,22 @@ def build_command(name: str | None, build_all: bool, flavour: str | None) -> Non
         raise click.UsageError("Name a provider (see `mf providers`), `base`, or pass --all.")
     from providers.provider_factory import available_providers
 
-    from .. import images
+    from .. import images, recipes
     from ..render import stderr_console, stdout_console
 
     def progress(line: str) -> None:
         stderr_console.print(f"[dim]{line}[/]", soft_wrap=True)
 
     if name == "base":
-        for base in (images.BASE_RUNTIME, images.BASE_BUILD):
-            stdout_console.print(base.ensure(progress))
+        for base in (recipes.BASE_RUNTIME, recipes.BASE_BUILD):
+            stdout_console.print(images.ensure_base(base, progress))
         return
     names = [n for n in available_providers() if images.flavours(n)] if build_all else [name]
     for provider in names:
         assert provider is not None
         started = time.monotonic()
         spec = images.image_spec(provider.lower(), flavour)
-        tag = spec.ensure(progress)
+        tag = images.ensure(spec, progress)
         stdout_console.print(f"{tag}  ({time.monotonic() - started:.1f} s)")
 
 
@@ -89,7 +89,7 @@ def sbom_command(name: str, output: Path | None, flavour: str | None) -> None:
     from ..render import stderr_console
 
     spec = images.image_spec(name.lower(), flavour)
-    path = spec.sbom(lambda line: stderr_console.print(f"[dim]{line}[/]", soft_wrap=True))
+    path = images.sbom(spec, lambda line: stderr_console.print(f"[dim]{line}[/]", soft_wrap=True))
     if output is None:
         click.echo(path.read_text(), nl=False)
         return

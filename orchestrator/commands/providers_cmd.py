@@ -14,7 +14,7 @@ def provider_rows() -> list[dict[str, Any]]:
     from providers.errors import EngineError, ImageError
     from providers.provider_factory import PLUGIN_ERRORS, PROVIDER_ORIGINS, PROVIDER_REGISTRY, available_providers
 
-    from .. import engine, images
+    from .. import engine, recipes
 
     try:
         gpu_host: bool | None = engine.has_nvidia_runtime()
@@ -33,7 +33,7 @@ def provider_rows() -> list[dict[str, Any]]:
             "note": "",
         }
         try:
-            spec = images.image_spec(name, None, bool(gpu_host))
+            spec = recipes.image_spec(name, None, bool(gpu_host))
             row["image"] = spec.tag
             row["built"] = engine.image_exists(spec.tag) if gpu_host is not None else None
             if gpu_host is None:

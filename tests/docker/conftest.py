@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import engine, images
+from orchestrator import PROJECT_ROOT, engine, images
 
 # the registry tests' services, shared by every test module here
 from .registry_fixtures import auth_registry, fresh_engine, registry  # noqa: F401
@@ -38,7 +38,7 @@ def docker_client() -> Any:
 def gguf_image(docker_client: Any) -> str:
     """The gguf cpu image, built once per session through the same path `mf` uses."""
     spec = images.image_spec("gguf", "cpu")
-    return spec.ensure(lambda line: print(line, file=sys.stderr))
+    return images.ensure(spec, lambda line: print(line, file=sys.stderr))
 
 
 #: Labels this test session's job containers (MF_SESSION), so runs sharing an engine keep apart.
@@ -137,7 +137,7 @@ def mf(*args: str, timeout: float = 300) -> MfResult:
 @pytest.fixture(scope="session")
 def hf_image(docker_client: Any) -> str:
     """The huggingface cpu image, built once per session through the same path `mf` uses."""
-    return images.image_spec("huggingface", "cpu").ensure(lambda line: print(line, file=sys.stderr))
+    return images.ensure(images.image_spec("huggingface", "cpu"), lambda line: print(line, file=sys.stderr))
 
 
 @pytest.fixture(scope="session")
@@ -146,21 +146,21 @@ def gguf_cuda_image(docker_client: Any) -> str:
     here only when asked (MF_BUILD_CUDA=1, which `make test CUDA=1` sets) or when the recipe's builder
     stage is on the engine (then only the project's code layers rebuild, in seconds)."""
     spec = images.image_spec("gguf", "cuda")
-    if not (engine.image_exists(spec.tag) or os.environ.get("MF_BUILD_CUDA") == "1" or spec.build_cached()):
+    if not (engine.image_exists(spec.tag) or os.environ.get("MF_BUILD_CUDA") == "1" or images.build_cached(spec)):
         pytest.skip(f"{spec.tag} is not built: `make image-gguf FLAVOUR=cuda` (or `make test CUDA=1`) builds it")
-    return spec.ensure(lambda line: print(line, file=sys.stderr))
+    return images.ensure(spec, lambda line: print(line, file=sys.stderr))
 
 
 @pytest.fixture(scope="session")
 def unsloth_image(docker_client: Any) -> str:
     """The unsloth cuda image (Unsloth's pinned stack; no GPU needed to build or inspect it)."""
-    return images.image_spec("unsloth", "cuda").ensure(lambda line: print(line, file=sys.stderr))
+    return images.ensure(images.image_spec("unsloth", "cuda"), lambda line: print(line, file=sys.stderr))
 
 
 def _checkpoint_maker() -> Any:
     import importlib.util
 
-    path = images.PROJECT_ROOT / "scripts" / "make_hf_checkpoint.py"
+    path = PROJECT_ROOT / "scripts" / "make_hf_checkpoint.py"
     spec = importlib.util.spec_from_file_location("make_hf_checkpoint", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import images
+from orchestrator import label
 
 from .conftest import mf
 
@@ -107,5 +107,5 @@ def test_the_same_image_answers_on_a_host_without_a_gpu(gguf_cuda_image: str, de
 
 def test_the_image_states_its_driver_floor(gguf_cuda_image: str, docker_client: Any) -> None:
     labels = docker_client.images.get(gguf_cuda_image).labels
-    assert labels[images.label("driver-floor")] == "580.65.06"  # CUDA 13's, which `mf doctor` compares
-    assert "llama-cpp-python==0.3.36" in labels[images.label("versions")]
+    assert labels[label("driver-floor")] == "580.65.06"  # CUDA 13's, which `mf doctor` compares
+    assert "llama-cpp-python==0.3.36" in labels[label("versions")]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import images
+from orchestrator import images, recipes
 from providers.contract import EXIT_CODES
 
 from .conftest import JobWatcher, job_containers, mf, sigint_as_at_a_terminal
@@ -186,14 +186,14 @@ def test_ctrl_c_stops_the_job_and_removes_its_container(gguf_image: str, demo_mo
 def test_a_code_change_rebuilds_only_the_last_layer(gguf_image: str, docker_client: Any, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "providers"
-    shutil.copytree(images.PROVIDERS_SRC, src, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(recipes.PROVIDERS_SRC, src, ignore=shutil.ignore_patterns("__pycache__"))
     with (src / "builtin" / "gguf.py").open("a") as fh:
         fh.write("\n# a one-line change\n")
-    monkeypatch.setattr(images, "PROVIDERS_SRC", src)
+    monkeypatch.setattr(recipes, "PROVIDERS_SRC", src)
     spec = images.image_spec("gguf", "cpu")
     assert spec.tag != gguf_image
     try:
-        spec.build(lambda line: None)
+        images.build(spec, lambda line: None)
         old = docker_client.images.get(gguf_image).attrs["RootFS"]["Layers"]
         new = docker_client.images.get(spec.tag).attrs["RootFS"]["Layers"]
         # only the code layer and its compiled bytecode change; everything below is reused
@@ -203,7 +203,7 @@ def test_a_code_change_rebuilds_only_the_last_layer(gguf_image: str, docker_clie
         builder = docker_client.images.get(spec.builder_tag)
         assert builder.labels["org.modelforge.kind"] == "builder"
         assert builder.labels["org.modelforge.build-hash"] == spec.build_hash
-        assert spec.build_cached()
+        assert images.build_cached(spec)
     finally:
         docker_client.images.remove(spec.tag, force=True)
 

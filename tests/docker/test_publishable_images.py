@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import images
+from orchestrator import images, recipes
 
 from .conftest import mf
 
@@ -180,7 +180,7 @@ def test_the_sbom_lists_the_locked_versions(request: pytest.FixtureRequest, fixt
         labels = request.getfixturevalue("docker_client").images.get(image).labels
         locked = dict(pair.split("==") for pair in labels["org.modelforge.versions"].split(","))
     else:
-        locked = images.lock_versions(images.image_spec(provider, flavour).lock)
+        locked = recipes.lock_versions(images.image_spec(provider, flavour).lock)
     key = {name: locked[name] for name in ("torch", "transformers", "llama-cpp-python", "peft", "trl", "unsloth",
                                            "pydantic", "gguf") if name in locked}
     assert key, locked

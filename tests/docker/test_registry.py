@@ -18,7 +18,7 @@ from typing import Any
 import docker
 import pytest
 
-from orchestrator import images, signing
+from orchestrator import recipes, signing
 from orchestrator import registry as reg
 
 from .conftest import mf, sigint_as_at_a_terminal
@@ -137,7 +137,7 @@ def test_an_image_missing_from_the_release_is_refused(gguf_image: str, hf_image:
 def test_a_tag_moved_to_other_bytes_is_refused(gguf_image: str, release: str, docker_client: Any) -> None:
     pushed = _push()
     repository, tag = pushed["reference"].rsplit(":", 1)
-    docker_client.images.get(images.BASE_RUNTIME.tag).tag(repository, tag)  # someone pushes other bytes over it
+    docker_client.images.get(recipes.BASE_RUNTIME.tag).tag(repository, tag)  # someone pushes other bytes over it
     try:
         for _ in docker_client.api.push(repository, tag=tag, stream=True, decode=True):
             pass

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import engine, images
+from orchestrator import PROJECT_ROOT, engine, images, recipes
 from providers.errors import ImageError
 
 from .conftest import JobWatcher
@@ -75,7 +75,7 @@ def test_llama_cpp_renders_chat_templates_in_a_sandbox(gguf_image: str, docker_c
 
 
 def test_no_provider_code_unpickles_without_weights_only() -> None:
-    for path in (images.PROJECT_ROOT / "providers").rglob("*.py"):
+    for path in (PROJECT_ROOT / "providers").rglob("*.py"):
         for line in path.read_text().splitlines():
             if "torch.load(" in line:
                 assert "weights_only=True" in line, f"{path.name}: {line.strip()}"
@@ -85,7 +85,7 @@ def _tiny_recipe(tmp_path: Path) -> Path:
     """A small real recipe (pydantic only) on the shared locked-venv Dockerfile: quick to build."""
     recipe = tmp_path / "tiny"
     recipe.mkdir()
-    shutil.copyfile(images.LOCKED_VENV_DOCKERFILE, recipe / "Dockerfile")
+    shutil.copyfile(recipes.LOCKED_VENV_DOCKERFILE, recipe / "Dockerfile")
     (recipe / "requirements.in").write_text("pydantic==2.14.3\n")
     # uv is a dev dependency: it lives beside the interpreter running the tests, not on PATH.
     uv = Path(sys.executable).parent / "uv"
@@ -105,9 +105,9 @@ def test_a_tampered_lock_fails_the_build_clearly(tmp_path: Path, monkeypatch: py
     block, tail = rest.split("\n    # via", 1)
     lock.write_text(head + "pydantic==2.14.3" + re.sub(r"[0-9a-f]{64}", "0" * 64, block) + "\n    # via" + tail)
     monkeypatch.setattr(images, "wheelhouse_root", lambda: tmp_path / "wheels")
-    spec = images.ImageSpec("tiny", "cpu", recipe)
+    spec = recipes.ImageSpec("tiny", "cpu", recipe)
     with pytest.raises(ImageError) as info:
-        spec.build(lambda line: None)
+        images.build(spec, lambda line: None)
     assert "Staging the wheels of" in info.value.message and "hash" in info.value.hint
     assert not engine.image_exists(spec.tag)
 
@@ -116,14 +116,14 @@ def test_a_tampered_wheel_fails_the_build_clearly(tmp_path: Path, monkeypatch: p
                                                   docker_client: Any) -> None:
     recipe = _tiny_recipe(tmp_path)
     monkeypatch.setattr(images, "wheelhouse_root", lambda: tmp_path / "wheels")
-    spec = images.ImageSpec("tiny", "cpu", recipe)
-    wheels = spec.stage_wheelhouse(lambda line: None)
+    spec = recipes.ImageSpec("tiny", "cpu", recipe)
+    wheels = images.stage_wheelhouse(spec, lambda line: None)
     wheel = next(wheels.glob("pydantic-*.whl"))
     with wheel.open("ab") as fh:
         fh.write(b"tampered")
     try:
         with pytest.raises(ImageError) as info:
-            spec.build(lambda line: None)
+            images.build(spec, lambda line: None)
         assert "DO NOT MATCH THE HASHES" in info.value.message
         assert not engine.image_exists(spec.tag)
     finally:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import engine, images
+from orchestrator import engine, images, recipes
 from providers.contract import EXIT_CODES, JobSpec
 
 from .conftest import mf
@@ -37,7 +37,7 @@ def test_the_environment_is_exactly_the_lock(unsloth_image: str, docker_client: 
                                        remove=True)
     report = json.loads(out.decode().strip().splitlines()[-1])
     assert report["broken"] == []
-    locked = images.lock_versions(images.image_spec("unsloth", "cuda").lock)
+    locked = recipes.lock_versions(images.image_spec("unsloth", "cuda").lock)
     installed = {name: version for name, version in report["versions"].items() if name in locked}
     assert installed == locked
     assert locked["unsloth"] == "2026.10.7" and locked["transformers"] == "5.17.0"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import images
+from orchestrator import recipes
 
 RECIPE = """\
 # syntax comment
@@ -28,14 +28,14 @@ USER mf
 
 
 def test_the_stage_runs_from_its_from_line_to_the_next() -> None:
-    stage = images.builder_stage(RECIPE)
+    stage = recipes.builder_stage(RECIPE)
     assert stage is not None
     assert stage.startswith("FROM ${BASE_BUILD} AS builder\n") and stage.rstrip().endswith("rm -rf /tmp/wheels")
-    assert images.builder_stage(RECIPE.replace("AS builder", "AS compile")) is None
+    assert recipes.builder_stage(RECIPE.replace("AS builder", "AS compile")) is None
 
 
 def test_the_image_is_built_from_the_kept_stage_with_nothing_else_of_it() -> None:
-    out = images.builder_stage_from(RECIPE, "modelforge/gguf-builder:cuda-0123456789ab")
+    out = recipes.builder_stage_from(RECIPE, "modelforge/gguf-builder:cuda-0123456789ab")
     assert "FROM modelforge/gguf-builder:cuda-0123456789ab AS builder\n" in out
     # the stage's inputs and steps are gone; the global ARGs and the later stage are untouched
     assert "wheels" not in out and "CUDA_ARCHITECTURES" not in out and "pip install" not in out
@@ -47,14 +47,14 @@ def test_the_image_is_built_from_the_kept_stage_with_nothing_else_of_it() -> Non
 def test_a_builder_stage_that_copies_the_code_is_not_kept(tmp_path: Path, copy: str) -> None:
     (tmp_path / "Dockerfile").write_text(RECIPE.replace("COPY wheels /tmp/wheels", f"COPY wheels /tmp/wheels\n{copy}"))
     (tmp_path / "requirements.cpu.txt").write_text("")
-    assert not images.ImageSpec("tiny", "cpu", tmp_path).has_builder_stage
+    assert not recipes.ImageSpec("tiny", "cpu", tmp_path).has_builder_stage
     (tmp_path / "Dockerfile").write_text(RECIPE.replace("COPY wheels /tmp/wheels", "COPY apply.sh /tmp/"))
-    assert images.ImageSpec("tiny", "cpu", tmp_path).has_builder_stage
+    assert recipes.ImageSpec("tiny", "cpu", tmp_path).has_builder_stage
 
 
 def test_every_recipe_here_keeps_its_builder_stage() -> None:
-    for spec in images.all_specs():
+    for spec in recipes.all_specs():
         assert spec.has_builder_stage, spec.dockerfile
-        rewritten = images.builder_stage_from(spec.dockerfile.read_text(), spec.builder_tag)
+        rewritten = recipes.builder_stage_from(spec.dockerfile.read_text(), spec.builder_tag)
         assert f"FROM {spec.builder_tag} AS builder" in rewritten and "COPY wheels" not in rewritten
         assert spec.builder_tag == f"modelforge/{spec.provider}-builder:{spec.flavour}-{spec.build_hash}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator import images
+from orchestrator.recipes import flavours
 from providers.provider_factory import available_providers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +20,7 @@ def _workflow() -> dict:
 
 def test_every_recipe_has_a_matrix_job_and_no_job_lacks_a_recipe() -> None:
     matrix = {(e["provider"], e["flavour"]) for e in _workflow()["jobs"]["image"]["strategy"]["matrix"]["include"]}
-    recipes = {(name, flavour) for name in available_providers() for flavour in images.flavours(name)}
+    recipes = {(name, flavour) for name in available_providers() for flavour in flavours(name)}
     assert recipes, "no recipes found"
     assert matrix == recipes, f"missing jobs: {sorted(recipes - matrix)}; jobs without a recipe: {sorted(matrix - recipes)}"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import images
+from orchestrator import engine, images, recipes
 from orchestrator.engine import gpu_device_requests
 
 
@@ -35,17 +35,30 @@ def test_flavour_follows_the_host() -> None:
     assert images.resolve_flavour("gguf", gpu_host=False) == "cpu"
 
 
+def test_the_engine_is_asked_for_the_flavour_only_when_none_is_named(monkeypatch) -> None:
+    asked: list[str] = []
+
+    def has_nvidia_runtime() -> bool:
+        asked.append("asked")
+        return True
+
+    monkeypatch.setattr(engine, "has_nvidia_runtime", has_nvidia_runtime)
+    assert images.resolve_flavour("gguf", "cpu") == "cpu" and not asked
+    assert recipes.image_spec("gguf", None, False).flavour == "cpu" and not asked  # the recipe alone asks nothing
+    assert images.image_spec("gguf").flavour == "cuda" and asked == ["asked"]
+
+
 def test_a_flavour_with_its_own_dockerfile_and_build_lock() -> None:
-    cuda, cpu = images.image_spec("gguf", "cuda"), images.image_spec("gguf", "cpu")
-    assert images.flavours("gguf") == ["cpu", "cuda"]  # requirements.build*.txt are not flavours
+    cuda, cpu = recipes.image_spec("gguf", "cuda", False), recipes.image_spec("gguf", "cpu", False)
+    assert recipes.flavours("gguf") == ["cpu", "cuda"]  # requirements.build*.txt are not flavours
     assert cuda.dockerfile.name == "Dockerfile.cuda" and cpu.dockerfile.name == "Dockerfile"
     assert [p.name for p in cuda.locks] == ["requirements.cuda.txt", "requirements.build.txt",
                                             "requirements.build.cuda.txt"]
     assert [p.name for p in cpu.locks] == ["requirements.cpu.txt", "requirements.build.txt"]
     assert cuda.driver_floor == "580.65.06" and cpu.driver_floor is None
     # the toolkit it compiles with is the runtime it ships: the same CUDA libraries, pinned alike
-    build = images.lock_versions(cuda.recipe / "requirements.build.cuda.txt")
-    run = images.lock_versions(cuda.lock)
+    build = recipes.lock_versions(cuda.recipe / "requirements.build.cuda.txt")
+    run = recipes.lock_versions(cuda.lock)
     for name in ("nvidia-cuda-runtime", "nvidia-cublas", "nvidia-cuda-nvrtc"):
         assert build[name] == run[name], name
     assert build["nvidia-cuda-nvcc"].split(".")[:2] == run["nvidia-cuda-runtime"].split(".")[:2]
@@ -58,7 +71,7 @@ def test_a_flavour_that_is_not_there_names_the_ones_that_are(tmp_path, monkeypat
     recipe.mkdir()
     (recipe / "requirements.cpu.txt").write_text("")
     (recipe / "requirements.build.txt").write_text("")
-    monkeypatch.setattr(images, "recipe_dir", lambda provider: recipe)
+    monkeypatch.setattr(recipes, "recipe_dir", lambda provider: recipe)
     with pytest.raises(ImageError) as caught:
         images.resolve_flavour("plugin", "cuda")
     assert caught.value.message == "Provider plugin has no 'cuda' flavour. Flavours: ['cpu']"

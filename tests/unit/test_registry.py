@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from orchestrator import images
+from orchestrator import PROJECT_ROOT, recipes
 from providers import ModelProvider
 from providers.errors import ConfigurationError, ProviderError
 from providers.provider_factory import (
@@ -72,16 +72,16 @@ def test_training_providers() -> None:
     assert "train" not in get_provider_class("gguf").actions
 
 
-@pytest.mark.parametrize("name", sorted(n for n in BUILTINS if images.flavours(n)))
+@pytest.mark.parametrize("name", sorted(n for n in BUILTINS if recipes.flavours(n)))
 def test_each_provider_with_an_image_has_its_recipe_module_and_tests(name: str) -> None:
-    recipe = images.recipe_dir(name)
+    recipe = recipes.recipe_dir(name)
     assert (recipe / "Dockerfile").is_file()
-    for flavour in images.flavours(name):
+    for flavour in recipes.flavours(name):
         lock = recipe / f"requirements.{flavour}.txt"
         assert "--hash=sha256:" in lock.read_text()
         assert (recipe / f"requirements.{flavour}.in").is_file() or (recipe / "requirements.in").is_file()
-    assert (images.PROJECT_ROOT / "providers" / "builtin" / f"{name}.py").is_file()
-    assert list((images.PROJECT_ROOT / "tests").rglob(f"test_{name}*.py"))
+    assert (PROJECT_ROOT / "providers" / "builtin" / f"{name}.py").is_file()
+    assert list((PROJECT_ROOT / "tests").rglob(f"test_{name}*.py"))
 
 
 def test_importing_the_registry_imports_no_heavy_library() -> None:
