@@ -16,7 +16,8 @@ from providers.contract import DATA_DIR, MODEL_DIR
 from providers.errors import ConfigurationError, ModelAccessError, ProviderError
 from providers.provider_factory import get_provider_class
 from providers.runtime.actions import check_action_supported
-from providers.runtime.training import TrainConfig, check_output_folder, estimate_training_bytes, load_dataset_records
+from providers.runtime.checkpoints import check_output_folder, estimate_training_bytes
+from providers.runtime.train_config import TrainConfig, load_dataset_records
 
 from . import engine
 from .plan import UNPRIVILEGED_UID, Inputs, Mount

@@ -25,8 +25,8 @@ from typing import Any
 
 from providers.common.gguf_header import read_header
 from providers.errors import ConfigurationError, ModelAccessError
+from providers.runtime.checkpoints import sha256_file
 from providers.runtime.export import CONVERTER_DIR, CONVERTER_TYPE, CONVERTER_TYPES, EXPORT_TYPES, QUANTIZER_TYPES
-from providers.runtime.training import sha256_file
 
 from . import cache_dir, images, runstate
 from .checks import check_job_user_can_read

@@ -32,7 +32,7 @@ class JobConfig(BaseModel):
     model_class: str | None = None
     #: bitsandbytes settings, e.g. {"load_in_4bit": true}; CUDA only.
     quantization_config: dict[str, Any] | None = None
-    #: The training hyperparameters (see ``providers.runtime.training.TrainConfig``).
+    #: The training hyperparameters (see ``providers.runtime.train_config.TrainConfig``).
     train: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("provider")

@@ -322,7 +322,7 @@ class KubernetesBackend(Backend):
     def inputs(self, request: JobRequest) -> Inputs:
         from providers.common.hub import parse_hub_reference
         from providers.contract import DATA_DIR, HF_HOME, MODEL_DIR, OUTPUT_DIR
-        from providers.runtime.training import TrainConfig
+        from providers.runtime.train_config import TrainConfig
 
         def pvc_mount(uri: str, target: str, read_only: bool) -> Mount:
             parse_pvc(uri)  # one line for anything that is not pvc://CLAIM/PATH

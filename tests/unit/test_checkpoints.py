@@ -7,7 +7,8 @@ import struct
 import zipfile
 from pathlib import Path
 
-from providers.runtime.training import TrainConfig, checkpoint_problem, estimate_training_bytes, last_complete_checkpoint
+from providers.runtime.checkpoints import checkpoint_problem, estimate_training_bytes, last_complete_checkpoint
+from providers.runtime.train_config import TrainConfig
 
 
 def _safetensors(path: Path, n_floats: int) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from providers.errors import ConfigurationError
-from providers.runtime.training import TrainConfig, load_dataset_records
+from providers.runtime.train_config import TrainConfig, load_dataset_records
 
 
 def test_defaults_are_a_usable_lora_run() -> None:

@@ -1,0 +1,121 @@
+"""The train config and the dataset checks: what a training run is asked to do, read and checked on
+the host (``orchestrator/checks.py``) and again in the image, before any ML library is imported."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import ConfigurationError
+
+
+class TrainConfig(BaseModel):
+    """Every hyperparameter of a LoRA fine-tuning run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: float = Field(default=1.0, gt=0, le=1000)
+    max_steps: int = Field(default=-1, ge=-1, description="-1: run for `epochs`")
+    learning_rate: float = Field(default=2e-4, gt=0, le=1)
+    batch_size: int = Field(default=4, ge=1, le=4096)
+    gradient_accumulation: int = Field(default=1, ge=1, le=4096)
+    lora_r: int = Field(default=8, ge=1, le=1024)
+    lora_alpha: float = Field(default=16, gt=0, le=4096)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    max_seq_length: int = Field(default=512, ge=8, le=131072)
+    eval_split: float = Field(default=0.0, ge=0, lt=1)
+    seed: int = Field(default=42, ge=0)
+    save_steps: int = Field(default=50, ge=1)
+    logging_steps: int = Field(default=1, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    @classmethod
+    def parse(cls, data: dict[str, Any] | None, source: str = "train config") -> TrainConfig:
+        try:
+            return cls.model_validate(data or {})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            raise ConfigurationError(f"{source}: {where}: {first['msg']}", "Fix that field and run again.") from None
+
+    def lora(self) -> dict[str, Any]:
+        return {"r": self.lora_r, "lora_alpha": self.lora_alpha, "lora_dropout": self.lora_dropout,
+                "target_modules": self.target_modules}
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    format: Literal["prompt_completion", "text", "messages"]
+    records: int
+    sha256: str
+
+
+def _record_format(record: dict[str, Any]) -> str | None:
+    if "messages" in record:
+        return "messages"
+    if "prompt" in record or "completion" in record:
+        return "prompt_completion"
+    if "text" in record:
+        return "text"
+    return None
+
+
+def _check_record(record: Any, fmt: str, where: str) -> None:
+    def bad(why: str) -> ConfigurationError:
+        return ConfigurationError(f"{where}: {why}", "Fix that line of the dataset and run again.")
+
+    if not isinstance(record, dict):
+        raise bad("a record must be a JSON object")
+    if fmt == "prompt_completion":
+        for key in ("prompt", "completion"):
+            if not isinstance(record.get(key), str) or not record[key]:
+                raise bad(f"missing or empty {key!r} (records are {{\"prompt\", \"completion\"}})")
+    elif fmt == "text":
+        if not isinstance(record.get("text"), str) or not record["text"]:
+            raise bad("missing or empty 'text' (records are {\"text\"})")
+    else:
+        messages = record.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise bad("'messages' must be a non-empty list")
+        for i, msg in enumerate(messages):
+            if not (isinstance(msg, dict) and isinstance(msg.get("role"), str) and isinstance(msg.get("content"), str)):
+                raise bad(f"messages[{i}] needs a string 'role' and 'content'")
+
+
+def load_dataset_records(path: Path) -> tuple[DatasetSummary, list[dict[str, Any]]]:
+    """Read and check a JSONL dataset; a bad line is reported with its number, before any training."""
+    if not path.is_file():
+        raise ConfigurationError(f"Dataset not found: {path}", "Check the --dataset path.")
+    digest = hashlib.sha256()
+    records: list[dict[str, Any]] = []
+    fmt: str | None = None
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            digest.update(raw)
+            if not raw.strip():
+                continue
+            where = f"{path.name} line {lineno}"
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+                raise ConfigurationError(f"{where}: not valid JSON ({why})",
+                                         "Fix that line of the dataset and run again.") from None
+            if fmt is None:
+                fmt = _record_format(record) if isinstance(record, dict) else None
+                if fmt is None:
+                    raise ConfigurationError(
+                        f"{where}: a record needs 'prompt' and 'completion', 'text', or 'messages'",
+                        "Fix that line of the dataset and run again.",
+                    )
+            _check_record(record, fmt, where)
+            records.append(record)
+    if not records or fmt is None:
+        raise ConfigurationError(f"Dataset {path.name} is empty.", "Add at least one JSON record per line.")
+    return DatasetSummary(fmt, len(records), digest.hexdigest()), records  # type: ignore[arg-type]
