@@ -242,14 +242,13 @@ def verify_command(name: str | None, all_images: bool, flavour: str | None, regi
 def save_command(names: tuple[str, ...], output: Path, flavour: str | None, key: str | None) -> None:
     """Write images (NAMES, default: every one built here) and a signed manifest into one file, for machines
     with no registry."""
-    from .. import engine
-    from .. import registry as reg
+    from .. import bundles, engine
     from ..render import stdout_console
 
     # no names: every provider image built on this machine
     specs = [s for n in names for s in _specs(n, False, flavour)] if names else [
         s for s in _specs(None, True, flavour) if engine.image_exists(s.tag)]
-    path = reg.save_bundle(specs, output.expanduser(), key, _say)
+    path = bundles.save_bundle(specs, output.expanduser(), key, _say)
     stdout_console.print(f"{path} ({path.stat().st_size / 1e6:.0f} MB, {len(specs)} image(s))")
 
 
@@ -259,12 +258,12 @@ def load_command(bundle: Path) -> None:
     """Check a bundle's signature and each image's id against it, then load the images."""
     from providers.errors import ImageError
 
-    from .. import registry as reg
+    from .. import bundles
     from ..render import stdout_console
 
     if not bundle.is_file():
         raise ImageError(f"Bundle not found: {bundle}", "Check the path.")
-    for tag in reg.load_bundle(bundle, _say):
+    for tag in bundles.load_bundle(bundle, _say):
         stdout_console.print(f"{tag}  verified and loaded")
 
 
