@@ -242,9 +242,9 @@ class DockerBackend(LocalFilesBackend):
             with contextlib.suppress(Exception):
                 self._stdin.close()
             self._stdin = None
-        container = self._get(job)
-        if container is not None:
-            with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # however the job ended, even with the engine gone
+            container = self._get(job)
+            if container is not None:
                 container.remove(force=True, v=True)
         shutil.rmtree(jobs_root() / job.removeprefix(self.prefix), ignore_errors=True)
 
