@@ -154,6 +154,13 @@ CASES: list[tuple[str, tuple[str, ...], Callable[[Ctx], list[str]], str, str]] =
     ("model readable only by its owner", ("gguf_image",),
      lambda c: ["run", "-p", "gguf", "validate", "--model", c["private"]],
      "model_access", "is readable only by its owner"),
+    ("slurm options on the docker backend", (), lambda c: ["run", "-p", "gguf", "validate", "--model", c["gguf"],
+                                                           "--partition", "gpu"],
+     "configuration", "--partition and --time go with --backend slurm"),
+    ("not a job id", (), lambda c: ["jobs", "logs", "mf-gguf-load-1a2b"],
+     "configuration", "'mf-gguf-load-1a2b' is not a job id; `mf jobs list` shows them"),
+    ("a docker job that is not there", (), lambda c: ["jobs", "cancel", "docker-mf-gguf-load-00000000"],
+     "configuration", "No record of docker-mf-gguf-load-00000000 on this machine's Docker engine."),
 ]
 
 
