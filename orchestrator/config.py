@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,21 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "signing_key": ("MF_SIGNING_KEY", "the Ed25519 private key (PEM file) `mf images push` signs with"),
 }
 TRUE = {"1", "true", "yes", "on"}
+#: HOST[:PORT][/PATH]: a DNS name, IPv4 or [IPv6] host, an optional port, lower-case path components (no scheme)
+_REGISTRY = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+                       r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*/?$")
+
+
+def check_registry(value: str, where: str = "") -> str:
+    """``value`` if it is a registry reference (HOST[:PORT]/PATH), else a one-line error saying what one looks like."""
+    text = value.strip()
+    if _REGISTRY.match(text):
+        return text.rstrip("/")
+    scheme = "drop the scheme (http:// or https://); " if re.match(r"^[a-z]+://", text, re.I) else ""
+    raise ConfigurationError(
+        f"{value!r}{' (' + where + ')' if where else ''} is not a registry reference.",
+        f"Give HOST[:PORT]/PATH: {scheme}no spaces, a lower-case path, e.g. registry.example.com:5000/team.",
+    )
 
 
 def config_dir() -> Path:
@@ -56,6 +72,8 @@ def enabled(name: str) -> bool:
 def set_value(name: str, value: str | None) -> Path:
     if name not in SETTINGS:
         raise ConfigurationError(f"Unknown setting {name!r}. Settings: {sorted(SETTINGS)}")
+    if name == "registry" and value is not None:
+        value = check_registry(value)
     data = load()
     if value is None:
         data.pop(name, None)

@@ -137,6 +137,10 @@ def check_slurm() -> Check:
     except EngineError:
         return Check("slurm", "skip", "no Slurm client on this machine (only needed for --backend slurm)")
     if proc.returncode != 0:
+        conf = Path(os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf")
+        if not conf.exists():  # sinfo then tries a DNS lookup for a controller and fails with resolver noise
+            return Check("slurm", "skip", f"no Slurm cluster configured (no {conf}; set SLURM_CONF) "
+                                          "(only needed for --backend slurm)")
         return Check("slurm", "warn", f"sinfo failed: {' '.join(proc.stderr.split())[:120]}",
                      "check SLURM_CONF and that slurmctld is reachable")
     parts = []
@@ -151,6 +155,11 @@ def check_kubernetes() -> Check:
     """The Kubernetes backend: the API from the kubeconfig, its namespace, GPU nodes."""
     if not (os.environ.get("KUBECONFIG") or (Path.home() / ".kube" / "config").exists()):
         return Check("kubernetes", "skip", "no kubeconfig (only needed for --backend kubernetes)")
+    import importlib.util
+
+    if importlib.util.find_spec("kubernetes") is None:
+        return Check("kubernetes", "warn", "a kubeconfig, but no kubernetes client beside mf",
+                     "pip install 'modelforge[kubernetes]'")
     try:
         from .backends.kubernetes import Cluster
 

@@ -39,7 +39,10 @@ def mf_version() -> str:
 
 def registry_or_none(override: str | None = None) -> str | None:
     value = config.get("registry", override)
-    return value.rstrip("/") if value else None
+    if not value:
+        return None
+    where = "" if override else ("MF_REGISTRY" if os.environ.get("MF_REGISTRY") else "the config's registry")
+    return config.check_registry(value, where)
 
 
 def require_registry(override: str | None = None) -> str:

@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from providers.errors import ModelForgeError
 
@@ -79,32 +80,33 @@ class RichRenderer:
         if not isinstance(event, ProgressEvent | MetricEvent | LogEvent):
             self._end_bar()
         if isinstance(event, StageEvent):
-            stderr_console.print(f"[bold cyan]▸ {event.name}[/] {event.message}")
+            stderr_console.print(f"[bold cyan]▸ {escape(event.name)}[/] {escape(event.message)}")
         elif isinstance(event, ProgressEvent):
             if not self.quiet and event.total:
                 self._bar(event)
             else:
                 total = f"/{event.total:g}" if event.total else ""
-                stderr_console.print(f"  {event.current:g}{total} {event.unit} {event.message}".rstrip())
+                stderr_console.print(escape(f"  {event.current:g}{total} {event.unit} {event.message}".rstrip()))
         elif isinstance(event, MetricEvent) and self._progress is not None:
             pass  # the bar's message shows the training metrics
         elif isinstance(event, MetricEvent):
             step = f" (step {event.step})" if event.step is not None else ""
-            stderr_console.print(f"  [dim]{event.name} = {event.value:.4g}{step}[/]")
+            stderr_console.print(f"  [dim]{escape(event.name)} = {event.value:.4g}{step}[/]")
         elif isinstance(event, LogEvent):
             if not self.quiet or event.level in ("warning", "error"):
-                stderr_console.print(f"  [dim]{event.level}: {event.message}[/]")
+                stderr_console.print(f"  [dim]{escape(event.level)}: {escape(event.message)}[/]")
         elif isinstance(event, ResultEvent):
             self.show_result(event_payload(event))
 
     def on_build(self, line: str) -> None:
         # The builder's chatter (intermediate containers, layer ids, pip's lines) stays out.
         if line.startswith("Step ") or line.startswith(("building", "staging", "Successfully tagged")):
-            stderr_console.print(f"[dim]build[/] {line[:160]}", soft_wrap=True)
+            stderr_console.print(f"[dim]build[/] {escape(line[:160])}", soft_wrap=True)
 
     def on_error(self, exc: ModelForgeError) -> None:
         self._end_bar()
-        stderr_console.print(f"[bold red]{format_error(exc)}[/]", soft_wrap=True)
+        # a message is text, never markup: "pip install 'modelforge[kubernetes]'" keeps its brackets
+        stderr_console.print(f"[bold red]{escape(format_error(exc))}[/]", soft_wrap=True)
 
     @staticmethod
     def show_result(payload: dict[str, Any]) -> None:

@@ -301,6 +301,11 @@ class KubernetesBackend(Backend):
     options_type = KubernetesOptions
 
     def __init__(self, options: KubernetesOptions | None = None, cluster: Any = None) -> None:
+        import importlib.util
+
+        if cluster is None and importlib.util.find_spec("kubernetes") is None:
+            raise ConfigurationError("The Kubernetes backend needs the official kubernetes client, which is not "
+                                     "installed beside mf.", "pip install 'modelforge[kubernetes]'")
         super().__init__(options)
         self._cluster = cluster  # the official client's APIs, made when first needed (tests pass a fake)
         self._grace = 10

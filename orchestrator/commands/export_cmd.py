@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import json_option, renderer_for
+from .options import json_option, registry_option, renderer_for
 
 
 @click.command("export")
@@ -22,7 +22,7 @@ from .options import json_option, renderer_for
               help="Folder for the GGUF files, the Ollama Modelfile and manifest.json.")
 @click.option("--keep-intermediate", is_flag=True, help="Keep the merged model and the f16 GGUF.")
 @click.option("--overwrite", is_flag=True, help="Replace an export already in --output.")
-@click.option("--registry", default=None, metavar="HOST[:PORT]/PATH", help="Pull missing images from this registry.")
+@registry_option("Pull missing images from this registry.")
 @json_option
 def export_command(run: Path | None, model: Path | None, adapter: Path | None, fmt: str, quantize: str,
                    output: Path, keep_intermediate: bool, overwrite: bool, registry: str | None,

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from .options import flavour_option, json_option
+from .options import registry_option as shared_registry_option
 
 
 @click.group("images", invoke_without_command=True)
@@ -45,7 +47,7 @@ def prune_command() -> None:
     from .. import images
     from ..render import stderr_console, stdout_console
 
-    removed = images.prune(lambda line: stderr_console.print(f"[dim]{line}[/]"))
+    removed = images.prune(lambda line: stderr_console.print(f"[dim]{escape(line)}[/]"))
     stdout_console.print(f"removed {len(removed)} superseded image(s)")
 
 
@@ -63,7 +65,7 @@ def build_command(name: str | None, build_all: bool, flavour: str | None) -> Non
     from ..render import stderr_console, stdout_console
 
     def progress(line: str) -> None:
-        stderr_console.print(f"[dim]{line}[/]", soft_wrap=True)
+        stderr_console.print(f"[dim]{escape(line)}[/]", soft_wrap=True)
 
     if name == "base":
         for base in (recipes.BASE_RUNTIME, recipes.BASE_BUILD):
@@ -89,7 +91,7 @@ def sbom_command(name: str, output: Path | None, flavour: str | None) -> None:
     from ..render import stderr_console
 
     spec = images.image_spec(name.lower(), flavour)
-    path = images.sbom(spec, lambda line: stderr_console.print(f"[dim]{line}[/]", soft_wrap=True))
+    path = images.sbom(spec, lambda line: stderr_console.print(f"[dim]{escape(line)}[/]", soft_wrap=True))
     if output is None:
         click.echo(path.read_text(), nl=False)
         return
@@ -120,7 +122,7 @@ def _specs(name: str | None, all_images: bool, flavour: str | None) -> list[Any]
 def _say(line: str) -> None:
     from ..render import stderr_console
 
-    stderr_console.print(f"[dim]{line}[/]", soft_wrap=True)
+    stderr_console.print(f"[dim]{escape(line)}[/]", soft_wrap=True)
 
 
 def _show_release(signed: dict[str, Any], reference: str) -> None:
@@ -131,8 +133,7 @@ def _show_release(signed: dict[str, Any], reference: str) -> None:
     stdout_console.print(f"release manifest: {reference} (signed by key {signed['signatures'][0]['key_id']})")
 
 
-registry_option = click.option("--registry", default=None, metavar="HOST[:PORT]/PATH",
-                               help="The registry (default: MF_REGISTRY, else `mf config set registry`).")
+registry_option = shared_registry_option("The registry (default: MF_REGISTRY, else `mf config set registry`).")
 key_option = click.option("--key", "key", default=None, metavar="FILE",
                           help="The Ed25519 signing key (default: MF_SIGNING_KEY, else the config's signing_key).")
 

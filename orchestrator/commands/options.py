@@ -80,3 +80,23 @@ class GpuRequest(click.ParamType):
         if text in ("all", "none") or self._DEVICES.match(text) or (text.isdigit() and int(text) >= 1):
             return text
         self.fail(f"{value!r} is not a GPU request; use --gpus all, --gpus 2 or --gpus device=0,1", param, ctx)
+
+
+class RegistryRef(click.ParamType):
+    """HOST[:PORT]/PATH, checked when the line is parsed (a bad one would otherwise fail far away, at a push)."""
+
+    name = "registry"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from providers.errors import ConfigurationError
+
+        from ..config import check_registry
+
+        try:
+            return check_registry(str(value))
+        except ConfigurationError as exc:
+            self.fail(f"{exc.message} {exc.hint}", param, ctx)
+
+
+def registry_option(help_text: str) -> Callable[..., Any]:
+    return click.option("--registry", default=None, type=RegistryRef(), metavar="HOST[:PORT]/PATH", help=help_text)

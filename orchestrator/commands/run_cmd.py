@@ -10,7 +10,15 @@ import click
 
 from providers.protocol import ACTIONS
 
-from .options import GpuRequest, MemorySize, ProviderName, flavour_option, json_option, renderer_for
+from .options import GpuRequest, MemorySize, ProviderName, flavour_option, json_option, registry_option, renderer_for
+
+
+def _prompt(value: str | None) -> str | None:
+    """An empty prompt is refused when the line is parsed: it leaves nothing to complete."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("an empty prompt leaves the model nothing to complete; give it text, or leave "
+                                 "--prompt out to load the model without generating", param_hint="'--prompt'")
+    return value
 
 
 @click.command("run")
@@ -18,7 +26,8 @@ from .options import GpuRequest, MemorySize, ProviderName, flavour_option, json_
 @click.argument("action", type=click.Choice(ACTIONS), metavar="ACTION")
 @click.option("--model", "-m", required=True, help="A model file or folder, or a hub reference org/repo:file.")
 @click.option("--model-class", default=None, help="Model class, e.g. AutoModelForCausalLM.")
-@click.option("--prompt", default=None, help="With load: generate a completion of this prompt.")
+@click.option("--prompt", default=None, callback=lambda ctx, param, value: _prompt(value),
+              help="With load: generate a completion of this prompt.")
 @click.option("--max-new-tokens", type=click.IntRange(1, 8192), default=32, show_default=True)
 @click.option("--temperature", type=click.FloatRange(0, 5), default=0.0, show_default=True,
               help="Sampling temperature; 0 is greedy.")
@@ -34,8 +43,7 @@ from .options import GpuRequest, MemorySize, ProviderName, flavour_option, json_
 @click.option("--gpus", default=None, type=GpuRequest(), metavar="all|N|device=0,1",
               help="GPUs to pass. Default: all when the engine has an NVIDIA runtime.")
 @click.option("--memory", default=None, type=MemorySize(), metavar="SIZE", help="Memory limit for the job container, e.g. 4g.")
-@click.option("--registry", default=None, metavar="HOST[:PORT]/PATH",
-              help="Pull a missing image from this registry (default: MF_REGISTRY, else the config).")
+@registry_option("Pull a missing image from this registry (default: MF_REGISTRY, else the config).")
 @click.option("--build", "force_build", is_flag=True, help="Build a missing image here even when a registry is set.")
 @click.option("--backend", type=click.Choice(["docker", "slurm", "kubernetes"]), default="docker", show_default=True,
               help="Where the job runs: this machine's Docker engine, a Slurm cluster (sbatch), or Kubernetes (a Job).")

@@ -161,6 +161,20 @@ CASES: list[tuple[str, tuple[str, ...], Callable[[Ctx], list[str]], str, str]] =
      "configuration", "'mf-gguf-load-1a2b' is not a job id; `mf jobs list` shows them"),
     ("a docker job that is not there", (), lambda c: ["jobs", "cancel", "docker-mf-gguf-load-00000000"],
      "configuration", "No record of docker-mf-gguf-load-00000000 on this machine's Docker engine."),
+    ("kubernetes client not installed", (),
+     lambda c: ["run", "--backend", "kubernetes", "-p", "huggingface", "train", "--model", "pvc://m/x", "--dataset",
+                "pvc://d/d.jsonl", "--output", "pvc://r/1", "--dry-run"],
+     "configuration", "The Kubernetes backend needs the official kubernetes client, which is not installed beside mf. "
+                      "pip install 'modelforge[kubernetes]'"),
+    ("empty prompt", (), lambda c: ["run", "-p", "gguf", "load", "--model", c["gguf"], "--prompt", " "],
+     "configuration", "Invalid value for '--prompt': an empty prompt leaves the model nothing to complete"),
+    ("registry with a scheme and a space", (), lambda c: ["config", "set", "registry", "http://foo bar"],
+     "configuration", "'http://foo bar' is not a registry reference. Give HOST[:PORT]/PATH: drop the scheme"),
+    ("--registry with a scheme", (), lambda c: ["run", "-p", "gguf", "validate", "--model", c["gguf"], "--registry",
+                                                "https://reg.example.com/team"],
+     "configuration", "Invalid value for '--registry': 'https://reg.example.com/team' is not a registry reference"),
+    ("MF_REGISTRY with a space", (), lambda c: ["images", "pull", "gguf"],
+     "configuration", "'reg.example.com/my team' (MF_REGISTRY) is not a registry reference"),
 ]
 
 
@@ -177,6 +191,15 @@ def test_bad_input(request: pytest.FixtureRequest, tmp_path: Path, demo_model: P
         ctx[name] = request.getfixturevalue({"hf": "smollm2_hf"}.get(name, name))
     if request.node.callspec.id == "docker engine down":
         monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    if request.node.callspec.id == "kubernetes client not installed":  # as after `pip install modelforge`, no extras
+        hide = tmp_path.parent / f"{tmp_path.name}-no-kubernetes"
+        hide.mkdir()
+        (hide / "sitecustomize.py").write_text("import sys\nsys.modules['kubernetes'] = None\n")
+        monkeypatch.setenv("PYTHONPATH", str(hide))
+    if request.node.callspec.id == "registry with a scheme and a space":
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # nothing may be written there
+    if request.node.callspec.id == "MF_REGISTRY with a space":
+        monkeypatch.setenv("MF_REGISTRY", "reg.example.com/my team")
     if request.node.callspec.id == "docker timeout not a number":
         monkeypatch.setenv("MF_DOCKER_TIMEOUT", "soon")
     if "no nvidia runtime" in request.node.callspec.id:
