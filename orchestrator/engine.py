@@ -16,7 +16,6 @@ from typing import Any
 from providers.errors import EngineError, ImageError
 
 from . import LABEL_PREFIX
-from . import project_labels as project_labels  # the job labels' maker, kept under this name
 
 _client: Any = None
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

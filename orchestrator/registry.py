@@ -24,7 +24,7 @@ from typing import Any
 
 from providers.errors import ImageError, InterruptedJobError
 
-from . import cache_dir, config, engine, images, recipes, signing
+from . import cache_dir, config, engine, images, project_labels, recipes, signing
 
 FORMAT = "modelforge-release/1"
 RELEASE_REPOSITORY = "modelforge/release"
@@ -179,7 +179,7 @@ def _push_release(signed: dict[str, Any], registry: str, on_event: Events, progr
                 info.size, info.mtime, info.mode = len(data), 0, 0o644
                 tar.addfile(info, io.BytesIO(data))
         with context.open("rb") as fh:
-            engine.build_image(fh, reference, buildargs={}, labels=engine.project_labels("release"),
+            engine.build_image(fh, reference, buildargs={}, labels=project_labels("release"),
                                on_line=lambda line: None)
     progress(f"pushing the signed release manifest {reference}")
     try:
