@@ -9,16 +9,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigurationError
 
 
+TASKS = ("text-generation", "summarization", "question-answering")
+STRATEGIES = ("sft", "qlora", "dpo", "rlhf")
+#: the model class each task trains
+TASK_MODEL_CLASS = {
+    "text-generation": "AutoModelForCausalLM",
+    "summarization": "AutoModelForSeq2SeqLM",
+    "question-answering": "AutoModelForQuestionAnswering",
+}
+#: which strategies make sense for each task (a provider may support fewer: ``training_tasks``)
+TASK_STRATEGIES = {
+    "text-generation": ("sft", "qlora", "dpo", "rlhf"),
+    "summarization": ("sft", "qlora"),
+    "question-answering": ("sft",),
+}
+
+
 class TrainConfig(BaseModel):
-    """Every hyperparameter of a LoRA fine-tuning run."""
+    """Every hyperparameter of a LoRA fine-tuning run: what it trains (``task``), how (``strategy``:
+    LoRA ``sft``, ``qlora`` on a 4-bit base, ``dpo`` on preference pairs; ``rlhf`` is ModelForge's name
+    for DPO), and the knobs of each."""
 
     model_config = ConfigDict(extra="forbid")
 
+    task: Literal["text-generation", "summarization", "question-answering"] = "text-generation"
+    strategy: Literal["sft", "qlora", "dpo", "rlhf"] = "sft"
+    #: the base model's weights: ``None`` is nf4 for qlora and full precision otherwise
+    quantization: Literal["none", "nf4", "fp4", "int8"] | None = None
+    double_quant: bool = Field(default=True, description="4-bit: quantize the quantization constants too")
     epochs: float = Field(default=1.0, gt=0, le=1000)
     max_steps: int = Field(default=-1, ge=-1, description="-1: run for `epochs`")
     learning_rate: float = Field(default=2e-4, gt=0, le=1)
@@ -34,6 +57,42 @@ class TrainConfig(BaseModel):
     save_steps: int = Field(default=50, ge=1)
     logging_steps: int = Field(default=1, ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    eval_steps: int | None = Field(default=None, ge=1, description="evaluate every N steps (default: each epoch)")
+    # DPO
+    beta: float = Field(default=0.1, gt=0, le=100)
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = "sigmoid"
+    max_prompt_length: int | None = Field(default=None, ge=1)
+    # summarization
+    max_target_length: int = Field(default=128, ge=1, le=131072)
+    # extractive question answering
+    doc_stride: int = Field(default=128, ge=1)
+    max_answer_length: int = Field(default=30, ge=1)
+
+    @model_validator(mode="after")
+    def _cell_makes_sense(self) -> TrainConfig:
+        if self.strategy not in TASK_STRATEGIES[self.task]:
+            raise ValueError(f"{self.task} trains with {' or '.join(TASK_STRATEGIES[self.task])}, not {self.strategy}")
+        if self.quantization not in (None, "none") and self.task == "question-answering":
+            raise ValueError("question-answering models train unquantized; drop 'quantization'")
+        if self.strategy == "qlora" and self.quantization == "none":
+            raise ValueError("qlora trains on a quantized base; drop quantization: none, or use strategy sft")
+        return self
+
+    @property
+    def objective(self) -> Literal["sft", "dpo"]:
+        """What the loss is: supervised (sft, qlora) or preference pairs (dpo, rlhf)."""
+        return "dpo" if self.strategy in ("dpo", "rlhf") else "sft"
+
+    @property
+    def quant(self) -> Literal["nf4", "fp4", "int8"] | None:
+        """The base model's quantization, or None for full precision."""
+        if self.quantization in ("nf4", "fp4", "int8"):
+            return self.quantization
+        return "nf4" if self.strategy == "qlora" else None
+
+    @property
+    def model_class(self) -> str:
+        return TASK_MODEL_CLASS[self.task]
 
     @classmethod
     def parse(cls, data: dict[str, Any] | None, source: str = "train config") -> TrainConfig:
@@ -41,8 +100,10 @@ class TrainConfig(BaseModel):
             return cls.model_validate(data or {})
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-            raise ConfigurationError(f"{source}: {where}: {first['msg']}", "Fix that field and run again.") from None
+            where = ".".join(str(p) for p in first["loc"])
+            msg = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigurationError(f"{source}: {where + ': ' if where else ''}{msg}",
+                                     "Fix that field and run again.") from None
 
     def lora(self) -> dict[str, Any]:
         return {"r": self.lora_r, "lora_alpha": self.lora_alpha, "lora_dropout": self.lora_dropout,
