@@ -5,6 +5,7 @@ the model, dataset and output folder, their permissions and the output's free sp
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -123,10 +124,48 @@ def check_training_request(request: JobRequest) -> dict[str, Any]:
     if request.output is None:
         raise ConfigurationError("Training needs an output folder.", "Pass --output DIR.")
     config = TrainConfig.parse(request.train)
-    summary, _ = load_dataset_records(request.dataset.expanduser())
+    check_training_fits(request, config)
+    summary, _ = load_dataset_records(request.dataset.expanduser(), config)
     check_output_folder(request.output.expanduser(), resume=request.resume, overwrite=request.overwrite)
     check_output_space(request, config, summary.records)
     return config.model_dump()
+
+
+def check_training_fits(request: JobRequest, config: TrainConfig) -> None:
+    """The task and strategy against the provider (``training_tasks``) and the model (its config.json)."""
+    from providers.runtime.tasks import recipe_for
+
+    supported = training_tasks(get_provider_class(request.provider))
+    name = request.provider.strip().lower()
+    if config.task not in supported:
+        raise ConfigurationError(f"The {name} provider trains {', '.join(supported)}, not {config.task}.",
+                                 "Use --provider huggingface for that task.")
+    if config.strategy not in supported[config.task]:
+        raise ConfigurationError(
+            f"The {name} provider trains {config.task} with {', '.join(supported[config.task])}, "
+            f"not {config.strategy}.", "Pick one of those with --strategy, or use --provider huggingface.")
+    model = Path(request.model).expanduser()
+    if config.quant and model.suffix == ".gguf":
+        raise ConfigurationError(
+            f"{config.strategy} loads the base model through bitsandbytes, and {model.name} is a GGUF file "
+            "(already quantized by llama.cpp).", "Train on the model's Hugging Face folder (config.json and "
+            "safetensors), or use --strategy sft.")
+    config_json = model / "config.json"
+    if model.is_dir() and config_json.is_file():
+        try:
+            data = json.loads(config_json.read_text())
+        except (OSError, ValueError):
+            return  # validate reports an unreadable config.json in the image, with the provider's words
+        why = recipe_for(config).fits_model(data if isinstance(data, dict) else {})
+        if why:
+            raise ConfigurationError(f"{model.name}: {why}.", "Pick the --task that fits the model, or another model.")
+
+
+def training_tasks(provider_cls: Any) -> dict[str, tuple[str, ...]]:
+    """What a provider trains: its ``training_tasks`` (task -> strategies); a provider that says nothing
+    trains text generation with LoRA (sft, qlora)."""
+    declared = getattr(provider_cls, "training_tasks", None)
+    return dict(declared) if declared else {"text-generation": ("sft", "qlora")}
 
 
 def _free_bytes(path: Path) -> int:

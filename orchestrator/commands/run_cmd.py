@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from providers.protocol import ACTIONS
+from providers.runtime.train_config import STRATEGIES, TASK_MODEL_CLASS, TASKS
 
 from .options import GpuRequest, MemorySize, ProviderName, flavour_option, json_option, registry_option, renderer_for
 
@@ -37,6 +38,10 @@ def _prompt(value: str | None) -> str | None:
               help="Folder the job writes its results to (pvc://CLAIM/PATH with --backend kubernetes).")
 @click.option("--dataset", "-d", "dataset_arg", default=None, metavar="FILE",
               help="With train: a JSONL dataset of {prompt, completion}, {text} or {messages} records.")
+@click.option("--task", type=click.Choice(TASKS), default=None,
+              help="With train: what the model learns (default text-generation; or the --config's train.task).")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+              help="With train: sft (LoRA), qlora (LoRA on a 4-bit base), dpo (preference pairs; rlhf is DPO too).")
 @click.option("--resume", is_flag=True, help="With train: continue from the last complete checkpoint in --output.")
 @click.option("--overwrite", is_flag=True, help="With train: replace a finished run in --output.")
 @click.option("--online", is_flag=True, help="Give the container network access (hub downloads; HF_TOKEN).")
@@ -60,7 +65,8 @@ def _prompt(value: str | None) -> str | None:
 @json_option
 def run_command(provider: str, action: str, model: str, model_class: str | None, prompt: str | None,
                 max_new_tokens: int, temperature: float, config_file: Path | None, output_arg: str | None,
-                dataset_arg: str | None, resume: bool, overwrite: bool, online: bool, gpus: str | None,
+                dataset_arg: str | None, task: str | None, strategy: str | None, resume: bool, overwrite: bool,
+                online: bool, gpus: str | None,
                 memory: str | None, registry: str | None, force_build: bool, backend: str, partition: str | None,
                 time_limit: str | None, namespace: str | None, deadline: int | None, hf_cache: str | None,
                 dry_run: bool, detach: bool, flavour: str | None, as_json: bool) -> None:
@@ -70,6 +76,8 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
     mf run --provider gguf validate --model ./models/SmolLM2-135M-Instruct.Q4_1.gguf
     mf run --provider gguf load --model ./models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt "The capital of France is"
     mf run --provider huggingface train --model ./smollm2-hf --dataset data.jsonl --output ./run1 --config job.json
+    mf run -p huggingface train --model ./smollm2-hf --dataset prefs.jsonl --output ./run2 --strategy dpo
+    mf run -p huggingface train --model ./t5 --dataset docs.jsonl --output ./run3 --task summarization
 
     A --config file is JSON: {"provider_config": {...}, "model_class": "...", "train": {"max_steps": 10, ...}}.
     """
@@ -100,13 +108,23 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
     config = load_job_config(config_file) if config_file else None
     extra: dict[str, Any] = {}
     if config is not None:
-        extra.update(provider_config=config.provider_config, train=config.train,
+        extra.update(provider_config=config.provider_config, train=dict(config.train),
                      quantization_config=config.quantization_config)
+    if task or strategy:
+        if action != "train":
+            raise click.UsageError("--task and --strategy go with the train action")
+        extra["train"] = {**extra.get("train", {}), **({"task": task} if task else {}),
+                          **({"strategy": strategy} if strategy else {})}
+    train_task = extra.get("train", {}).get("task", "text-generation") if action == "train" else None
+    if train_task and model_class and model_class != TASK_MODEL_CLASS.get(train_task, model_class):
+        raise click.BadParameter(f"{train_task} trains {TASK_MODEL_CLASS[train_task]}; leave --model-class out",
+                                 param_hint="'--model-class'")
     request = JobRequest(
         provider=provider,
         action=action,
         model=model,
-        model_class=model_class or (config.model_class if config else None) or "AutoModelForCausalLM",
+        model_class=model_class or (TASK_MODEL_CLASS.get(train_task) if train_task else None)
+        or (config.model_class if config else None) or "AutoModelForCausalLM",
         prompt=prompt,
         max_new_tokens=max_new_tokens,
         temperature=temperature,

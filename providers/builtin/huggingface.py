@@ -6,13 +6,19 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ..common.transformers_base import TransformersBase
-from ..errors import ConfigurationError, ModelAccessError, ProviderError
+from ..errors import ModelAccessError, ProviderError
 from ..log import logger
 
 
 class HuggingFaceProvider(TransformersBase):
     name = "huggingface"
     actions: ClassVar[tuple[str, ...]] = ("validate", "load", "train", "export")
+    #: task -> strategies (see providers/runtime/tasks/)
+    training_tasks: ClassVar[dict[str, tuple[str, ...]]] = {
+        "text-generation": ("sft", "qlora", "dpo", "rlhf"),
+        "summarization": ("sft", "qlora"),
+        "question-answering": ("sft",),
+    }
 
     # -- the protocol -----------------------------------------------------------------------
     def load_model(
@@ -28,12 +34,7 @@ class HuggingFaceProvider(TransformersBase):
         import torch
 
         extra: dict[str, Any] = {}
-        if quantization_config:
-            if not torch.cuda.is_available():
-                raise ConfigurationError(
-                    "4-bit and 8-bit quantization (bitsandbytes) needs a CUDA GPU; this job runs on the CPU.",
-                    "Remove quantization_config, or run on a GPU host (the cuda flavour).",
-                )
+        if quantization_config:  # bitsandbytes: CUDA, or its CPU kernels (see providers/runtime/tasks/quantized.py)
             from transformers import BitsAndBytesConfig
 
             extra["quantization_config"] = (
@@ -78,8 +79,13 @@ class HuggingFaceProvider(TransformersBase):
 
     # -- hooks ------------------------------------------------------------------------------
     def prepare_for_training(self, model: Any, lora: dict[str, Any]) -> Any:
-        """Wrap ``model`` with a LoRA adapter (peft)."""
-        from peft import LoraConfig, get_peft_model
+        """Wrap ``model`` with a LoRA adapter (peft); ``lora`` holds LoraConfig's fields, its task type included.
+        A 4-bit or 8-bit base is prepared for k-bit training first (frozen, norms in float32, non-reentrant
+        gradient checkpointing)."""
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-        config = LoraConfig(task_type="CAUSAL_LM", **lora)
+        if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
+        config = LoraConfig(**{"task_type": "CAUSAL_LM", **lora})
         return get_peft_model(model, config)

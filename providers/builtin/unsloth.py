@@ -15,6 +15,8 @@ class UnslothProvider(TransformersBase):
     name = "unsloth"
     actions: ClassVar[tuple[str, ...]] = ("validate", "load", "train")
     requires_gpu = True
+    #: causal LMs only; everything here needs the GPU (DPO included)
+    training_tasks: ClassVar[dict[str, tuple[str, ...]]] = {"text-generation": ("sft", "qlora", "dpo", "rlhf")}
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)

@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import ConfigurationError
 
-
 TASKS = ("text-generation", "summarization", "question-answering")
 STRATEGIES = ("sft", "qlora", "dpo", "rlhf")
 #: the model class each task trains
@@ -58,6 +57,8 @@ class TrainConfig(BaseModel):
     logging_steps: int = Field(default=1, ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     eval_steps: int | None = Field(default=None, ge=1, description="evaluate every N steps (default: each epoch)")
+    #: None: on for causal LMs (TRL's default) and quantized bases, off for encoder models
+    gradient_checkpointing: bool | None = None
     # DPO
     beta: float = Field(default=0.1, gt=0, le=100)
     loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = "sigmoid"
@@ -112,45 +113,18 @@ class TrainConfig(BaseModel):
 
 @dataclass(frozen=True)
 class DatasetSummary:
-    format: Literal["prompt_completion", "text", "messages"]
+    #: the record shape, as the task's recipe names it (prompt_completion, text, messages, preference, ...)
+    format: str
     records: int
     sha256: str
 
 
-def _record_format(record: dict[str, Any]) -> str | None:
-    if "messages" in record:
-        return "messages"
-    if "prompt" in record or "completion" in record:
-        return "prompt_completion"
-    if "text" in record:
-        return "text"
-    return None
+def load_dataset_records(path: Path, config: TrainConfig | None = None) -> tuple[DatasetSummary, list[dict[str, Any]]]:
+    """Read and check a JSONL dataset for the config's task and strategy (``tasks/``); a bad line is reported
+    with its number, before any training."""
+    from .tasks import RecordError, recipe_for
 
-
-def _check_record(record: Any, fmt: str, where: str) -> None:
-    def bad(why: str) -> ConfigurationError:
-        return ConfigurationError(f"{where}: {why}", "Fix that line of the dataset and run again.")
-
-    if not isinstance(record, dict):
-        raise bad("a record must be a JSON object")
-    if fmt == "prompt_completion":
-        for key in ("prompt", "completion"):
-            if not isinstance(record.get(key), str) or not record[key]:
-                raise bad(f"missing or empty {key!r} (records are {{\"prompt\", \"completion\"}})")
-    elif fmt == "text":
-        if not isinstance(record.get("text"), str) or not record["text"]:
-            raise bad("missing or empty 'text' (records are {\"text\"})")
-    else:
-        messages = record.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise bad("'messages' must be a non-empty list")
-        for i, msg in enumerate(messages):
-            if not (isinstance(msg, dict) and isinstance(msg.get("role"), str) and isinstance(msg.get("content"), str)):
-                raise bad(f"messages[{i}] needs a string 'role' and 'content'")
-
-
-def load_dataset_records(path: Path) -> tuple[DatasetSummary, list[dict[str, Any]]]:
-    """Read and check a JSONL dataset; a bad line is reported with its number, before any training."""
+    recipe = recipe_for(config or TrainConfig())
     if not path.is_file():
         raise ConfigurationError(f"Dataset not found: {path}", "Check the --dataset path.")
     digest = hashlib.sha256()
@@ -168,15 +142,21 @@ def load_dataset_records(path: Path) -> tuple[DatasetSummary, list[dict[str, Any
                 why = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
                 raise ConfigurationError(f"{where}: not valid JSON ({why})",
                                          "Fix that line of the dataset and run again.") from None
+            if not isinstance(record, dict):
+                raise ConfigurationError(f"{where}: a record must be a JSON object",
+                                         "Fix that line of the dataset and run again.")
             if fmt is None:
-                fmt = _record_format(record) if isinstance(record, dict) else None
+                fmt = recipe.record_format(record)
                 if fmt is None:
-                    raise ConfigurationError(
-                        f"{where}: a record needs 'prompt' and 'completion', 'text', or 'messages'",
-                        "Fix that line of the dataset and run again.",
-                    )
-            _check_record(record, fmt, where)
+                    what = f"{recipe.task} with {config.strategy}" if config and config.objective == "dpo" \
+                        else recipe.task
+                    raise ConfigurationError(f"{where}: {what} records are {recipe.record_hint}",
+                                             "Fix that line of the dataset, or pick the --task/--strategy it is for.")
+            try:
+                recipe.check_record(record, fmt)
+            except RecordError as exc:
+                raise ConfigurationError(f"{where}: {exc}", "Fix that line of the dataset and run again.") from None
             records.append(record)
     if not records or fmt is None:
         raise ConfigurationError(f"Dataset {path.name} is empty.", "Add at least one JSON record per line.")
-    return DatasetSummary(fmt, len(records), digest.hexdigest()), records  # type: ignore[arg-type]
+    return DatasetSummary(fmt, len(records), digest.hexdigest()), records

@@ -1,6 +1,11 @@
-"""The shared train action: LoRA fine-tuning with trl, outputs and resume. Providers plug in through
-two hooks: ``load_model``/``load_tokenizer`` (the protocol) and ``prepare_for_training`` (wrapping the
-model with LoRA). The config and dataset checks are in ``train_config.py``; the output folder's layout,
+"""The shared train action: LoRA fine-tuning of any task and strategy, outputs and resume.
+
+What is trained and how is a recipe's business (``tasks/``: one module per task and objective, each
+building its trainer and metrics); this module does what every recipe shares: the output folder,
+loading (4-bit or 8-bit through bitsandbytes for qlora), the evaluation split, atomic checkpoints,
+Ctrl-C and SIGTERM, metric events, the adapter and the manifest. Providers plug in through two hooks:
+``load_model``/``load_tokenizer`` (the protocol) and ``prepare_for_training`` (wrapping the model with
+LoRA). The config and dataset checks are in ``train_config.py``; the output folder's layout,
 checkpoints and atomic writes in ``checkpoints.py``. No ML library is imported at module level.
 """
 
@@ -26,109 +31,34 @@ from .checkpoints import (
     last_complete_checkpoint,
     sha256_file,
 )
+from .tasks import TrainContext, recipe_for
 from .train_config import TrainConfig, load_dataset_records
 
 
-def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
-    """Fine-tune ``job.model`` with LoRA on ``job.options['dataset']``; write the adapter to ``job.output_dir``."""
-    if not job.output_dir:
-        raise ConfigurationError("Training needs an output folder.", "Pass --output DIR.")
-    output = Path(job.output_dir)
-    options = job.options
-    config = TrainConfig.parse(options.get("train"))
-    resume = bool(options.get("resume"))
-    skipped: list[str] = []
-    checkpoint = check_output_folder(output, resume=resume, overwrite=bool(options.get("overwrite")), skipped=skipped)
-    for reason in skipped:
-        events.log(f"skipped {reason}; resuming from the newest whole checkpoint", "warning")
-    if not resume:
-        for leftover in (output / CHECKPOINTS_DIR, output / ADAPTER_DIR, output / MANIFEST):
-            if leftover.is_dir():
-                shutil.rmtree(leftover)
-            elif leftover.exists():
-                leftover.unlink()
-    shutil.rmtree(output / CHECKPOINTS_DIR / STAGING_DIR, ignore_errors=True)  # a save cut off last time
-    summary, records = load_dataset_records(Path(options["dataset"]))
-    events.stage("dataset", f"{summary.records} records ({summary.format})")
+def is_metric(key: str) -> bool:
+    """The trainer's log entries that become metric events: the loss, DPO's rewards (chosen, rejected,
+    margins, accuracies) and every evaluation figure; the rest (grad norm, token counts) stays in the log."""
+    return key == "loss" or key.startswith(("eval_", "rewards/"))
 
-    # The model loads before trl is imported: Unsloth must patch transformers and trl first.
-    events.stage("load", f"loading {job.model}")
-    load_kwargs = provider.training_load_kwargs(config) if hasattr(provider, "training_load_kwargs") else {}
-    model = provider.load_model(job.model, job.model_class, quantization_config=job.quantization_config,
-                                device_map=job.device_map, **load_kwargs)
-    tokenizer = provider.load_tokenizer(job.model, padding_side="right")
 
-    import torch
-    from datasets import Dataset
-    from transformers import TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+def split_records(records: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any] | None]:
+    """A seeded evaluation split (at least one record each side), or None when there is none."""
+    if fraction <= 0 or len(records) < 2:
+        return records, None
+    import random
 
-    if summary.format == "messages":
-        if not getattr(tokenizer, "chat_template", None):
-            raise ConfigurationError("The dataset holds chat messages, but the model's tokenizer has no chat template.",
-                                     "Use {\"text\"} or {\"prompt\", \"completion\"} records for this model.")
-        records = [{"text": tokenizer.apply_chat_template(r["messages"], tokenize=False)} for r in records]
-    dataset = Dataset.from_list(records)
-    eval_dataset = None
-    if config.eval_split > 0 and len(dataset) > 1:
-        split = dataset.train_test_split(test_size=config.eval_split, seed=config.seed)
-        dataset, eval_dataset = split["train"], split["test"]
-    model = provider.prepare_for_training(model, config.lora())
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)  # noqa: S311 - a reproducible split, not a secret
+    n_eval = min(len(records) - 1, max(1, round(len(records) * fraction)))
+    held = set(order[:n_eval])
+    return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
 
-    stop_requested = {"flag": False}
 
-    def request_stop(signum: int, frame: Any) -> None:
-        stop_requested["flag"] = True
+def atomic_checkpoints(trainer_cls: type, output: Path) -> type:
+    """``trainer_cls`` writing each checkpoint under checkpoints/.staging/, flushed to disk, then renamed into
+    place: a save cut off by a crash or a full disk never looks like a whole checkpoint."""
 
-    class EventsCallback(TrainerCallback):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.started = time.perf_counter()
-            self.first_step: int | None = None
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
-            logs = logs or {}
-            if "loss" not in logs:
-                return
-            if self.first_step is None:
-                self.first_step = state.global_step - 1
-            elapsed = time.perf_counter() - self.started
-            rate = (state.global_step - self.first_step) / elapsed if elapsed > 0 else 0.0
-            events.metric("loss", float(logs["loss"]), step=state.global_step)
-            events.progress(
-                state.global_step, state.max_steps, "steps",
-                f"loss={logs['loss']:.4f} lr={logs.get('learning_rate', 0):.2e} {rate:.2f} steps/s",
-            )
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
-            if stop_requested["flag"]:
-                control.should_save = True
-                control.should_training_stop = True
-            return control
-
-    sft = SFTConfig(
-        output_dir=str(output / CHECKPOINTS_DIR),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.learning_rate,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation,
-        max_length=config.max_seq_length,
-        seed=config.seed,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        logging_steps=config.logging_steps,
-        eval_strategy="epoch" if eval_dataset is not None else "no",
-        bf16=config.precision == "bf16",
-        fp16=config.precision == "fp16",
-        report_to=[],
-        disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-    )
-    class AtomicCheckpointTrainer(SFTTrainer):  # type: ignore[misc]
-        """Writes each checkpoint under checkpoints/.staging/, flushed to disk, then renames it into
-        place: a save cut off by a crash or a full disk never looks like a whole checkpoint."""
-
+    class AtomicCheckpoints(trainer_cls):  # type: ignore[misc, valid-type]
         _mf_staging = False
 
         def _get_output_dir(self, trial: Any) -> str:
@@ -150,10 +80,143 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
             os.replace(staged, final)
             fsync_dir(final.parent)
 
-    trainer = AtomicCheckpointTrainer(model=model, args=sft, train_dataset=dataset, eval_dataset=eval_dataset,
-                         processing_class=tokenizer, callbacks=[EventsCallback()])
+    AtomicCheckpoints.__name__ = f"Atomic{trainer_cls.__name__}"
+    return AtomicCheckpoints
+
+
+def trainer_args(config: TrainConfig, output: Path, *, use_cpu: bool, evaluate: bool) -> dict[str, Any]:
+    """The arguments every recipe's trainer takes (transformers' TrainingArguments and TRL's configs)."""
+    gradient_checkpointing = config.gradient_checkpointing
+    if gradient_checkpointing is None:  # TRL's default for causal LMs; always with a quantized base
+        gradient_checkpointing = config.quant is not None or config.task == "text-generation"
+    eval_strategy = "no"
+    if evaluate:
+        eval_strategy = "steps" if config.eval_steps else "epoch"
+    return {
+        "output_dir": str(output / CHECKPOINTS_DIR),
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps,
+        "learning_rate": config.learning_rate,
+        "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation,
+        "seed": config.seed,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "logging_steps": config.logging_steps,
+        "eval_strategy": eval_strategy,
+        **({"eval_steps": config.eval_steps} if evaluate and config.eval_steps else {}),
+        "bf16": config.precision == "bf16",  # explicit: TRL's configs default to bf16 even on the CPU
+        "fp16": config.precision == "fp16",
+        "gradient_checkpointing": gradient_checkpointing,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False} if gradient_checkpointing else None,
+        "report_to": [],
+        "disable_tqdm": True,
+        "use_cpu": use_cpu,
+        "dataloader_num_workers": 0,
+    }
+
+
+def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
+    """Fine-tune ``job.model`` with LoRA on ``job.options['dataset']``; write the adapter to ``job.output_dir``."""
+    if not job.output_dir:
+        raise ConfigurationError("Training needs an output folder.", "Pass --output DIR.")
+    output = Path(job.output_dir)
+    options = job.options
+    config = TrainConfig.parse(options.get("train"))
+    recipe = recipe_for(config)
+    resume = bool(options.get("resume"))
+    skipped: list[str] = []
+    checkpoint = check_output_folder(output, resume=resume, overwrite=bool(options.get("overwrite")), skipped=skipped)
+    for reason in skipped:
+        events.log(f"skipped {reason}; resuming from the newest whole checkpoint", "warning")
+    if not resume:
+        for leftover in (output / CHECKPOINTS_DIR, output / ADAPTER_DIR, output / MANIFEST):
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            elif leftover.exists():
+                leftover.unlink()
+    shutil.rmtree(output / CHECKPOINTS_DIR / STAGING_DIR, ignore_errors=True)  # a save cut off last time
+    summary, records = load_dataset_records(Path(options["dataset"]), config)
+    events.stage("dataset", f"{summary.records} records ({summary.format}) for {config.task}")
+    if config.strategy == "rlhf":
+        events.log("strategy rlhf runs DPO (direct preference optimisation) on the preference pairs")
+
+    # The model loads before trl is imported: Unsloth must patch transformers and trl first.
+    quantization_config = job.quantization_config
+    if config.quant:
+        from .tasks.quantized import bnb_config, cpu_backend_note
+
+        quantization_config = bnb_config(config.quant, config.precision, config.double_quant)
+        note = cpu_backend_note()
+        if note:
+            events.log(note, "warning")
+    events.stage("load", f"loading {job.model} as {recipe.model_class}")
+    load_kwargs = provider.training_load_kwargs(config) if hasattr(provider, "training_load_kwargs") else {}
+    model = provider.load_model(job.model, recipe.model_class, quantization_config=quantization_config,
+                                device_map=job.device_map, **load_kwargs)
+    tokenizer = provider.load_tokenizer(job.model, padding_side="right")
+    quantized: dict[str, Any] | None = None
+    if config.quant:
+        from .tasks.quantized import describe, quantized_layers
+
+        quantized = {"type": config.quant, "layers": quantized_layers(model)}
+        layers = ", ".join(f"{n} {name}" for name, n in quantized["layers"].items()) or "no quantized layers"
+        events.stage("quantize", f"base weights {describe(config.quant)}: {layers}")
+
+    import torch
+    from transformers import TrainerCallback
+
+    records = recipe.prepare_records(records, summary.format, tokenizer)
+    train_records, eval_records = split_records(records, config.eval_split, config.seed)
+    model = provider.prepare_for_training(model, {**config.lora(), "task_type": recipe.peft_task_type})
+
+    stop_requested = {"flag": False}
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop_requested["flag"] = True
+
+    class EventsCallback(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.started = time.perf_counter()
+            self.first_step: int | None = None
+            self.last_eval: dict[str, float] = {}
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            logs = logs or {}
+            for key, value in logs.items():
+                if is_metric(key) and isinstance(value, int | float):
+                    events.metric(key, float(value), step=state.global_step)
+                    if key.startswith("eval_"):
+                        self.last_eval[key] = float(value)
+            if "loss" not in logs:
+                return
+            if self.first_step is None:
+                self.first_step = state.global_step - 1
+            elapsed = time.perf_counter() - self.started
+            rate = (state.global_step - self.first_step) / elapsed if elapsed > 0 else 0.0
+            events.progress(
+                state.global_step, state.max_steps, "steps",
+                f"loss={logs['loss']:.4f} lr={logs.get('learning_rate', 0):.2e} {rate:.2f} steps/s",
+            )
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            if stop_requested["flag"]:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    callback = EventsCallback()
+    ctx = TrainContext(config=config, model=model, tokenizer=tokenizer, train_records=train_records,
+                       eval_records=eval_records, callbacks=[callback], events=events,
+                       args=trainer_args(config, output, use_cpu=not torch.cuda.is_available(),
+                                         evaluate=eval_records is not None),
+                       atomic=lambda cls: atomic_checkpoints(cls, output))
+    trainer = recipe.build_trainer(ctx)
     skipped_note = f" (skipped {'; '.join(skipped)})" if skipped else ""
-    events.stage("train", f"resuming from {checkpoint.name}{skipped_note}" if checkpoint else "LoRA fine-tuning")
+    held_out = f", {len(eval_records)} records held out for evaluation" if eval_records else ""
+    events.stage("train", f"resuming from {checkpoint.name}{skipped_note}" if checkpoint
+                 else f"{recipe.describe}, {config.strategy}{held_out}")
     previous = signal.signal(signal.SIGTERM, request_stop)
     try:
         outcome = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -166,6 +229,10 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
             + (f"; {saved.name} is saved" if saved else ""),
             "Run the same command with --resume to continue.",
         )
+    metrics = {k: v for k, v in outcome.metrics.items() if isinstance(v, int | float)}
+    if eval_records:
+        events.stage("evaluate", f"{len(eval_records)} held-out records")
+        metrics.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
 
     events.stage("save", "writing the adapter")
     partial = output / f".{ADAPTER_DIR}.partial"
@@ -179,7 +246,6 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)
-    metrics = {k: v for k, v in outcome.metrics.items() if isinstance(v, int | float)}
     metrics["global_step"] = trainer.state.global_step
     import peft
     import transformers
@@ -191,8 +257,12 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
         "provider": job.provider,
         "model": job.model,
         "model_source": options.get("model_source"),
+        "model_class": recipe.model_class,
+        "task": config.task,
+        "strategy": config.strategy,
+        "quantization": quantized,
         "dataset": {"path": options["dataset"], "sha256": summary.sha256, "records": summary.records,
-                    "format": summary.format},
+                    "format": summary.format, "eval_records": len(eval_records) if eval_records else 0},
         "config": config.model_dump(),
         "resumed_from": checkpoint.name if checkpoint else None,
         "skipped_checkpoints": skipped,
@@ -203,7 +273,12 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     atomic_json(output / MANIFEST, manifest)
-    return {"adapter": str(output / ADAPTER_DIR), "steps": trainer.state.global_step,
-            "train_loss": metrics.get("train_loss"), "train_runtime": metrics.get("train_runtime"),
-            "train_steps_per_second": metrics.get("train_steps_per_second"),
-            "resumed_from": manifest["resumed_from"]}
+    result = {"adapter": str(output / ADAPTER_DIR), "task": config.task, "strategy": config.strategy,
+              "steps": trainer.state.global_step, "train_loss": metrics.get("train_loss"),
+              "train_runtime": metrics.get("train_runtime"),
+              "train_steps_per_second": metrics.get("train_steps_per_second"),
+              "resumed_from": manifest["resumed_from"]}
+    if quantized:
+        result["quantized_layers"] = sum(quantized["layers"].values())
+    result.update({k: v for k, v in metrics.items() if k.startswith("eval_")})
+    return result

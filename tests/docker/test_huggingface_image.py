@@ -189,7 +189,7 @@ def test_a_broken_dataset_line_is_rejected_before_any_container(hf_image: str, s
     "record, message",
     [
         ({"prompt": "Q"}, "line 1: missing or empty 'completion'"),
-        ({"question": "Q"}, "line 1: a record needs 'prompt' and 'completion', 'text', or 'messages'"),
+        ({"question": "Q"}, 'line 1: text-generation records are {"prompt", "completion"}, {"text"} or {"messages"}'),
     ],
 )
 def test_records_missing_fields_are_rejected(hf_image: str, smollm2_hf: Path, tmp_path: Path, record: dict,

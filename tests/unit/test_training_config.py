@@ -62,7 +62,8 @@ def test_the_three_record_formats(tmp_path: Path, records: list, fmt: str) -> No
         (['{"text": "a"}', '{"prompt": "x"}'], "data.jsonl line 2: missing or empty 'text'"),
         (['{"prompt": "a", "completion": ""}'], "data.jsonl line 1: missing or empty 'completion'"),
         (['{"messages": [{"role": "user"}]}'], "data.jsonl line 1: messages[0] needs a string 'role' and 'content'"),
-        (['["a"]'], "data.jsonl line 1: a record needs"),
+        (['["a"]'], "data.jsonl line 1: a record must be a JSON object"),
+        (['{"question": "Q"}'], 'data.jsonl line 1: text-generation records are {"prompt", "completion"}, {"text"}'),
         ([""], "Dataset data.jsonl is empty"),
     ],
 )
