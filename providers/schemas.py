@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .errors import ConfigurationError
 from .provider_factory import available_providers
@@ -30,10 +30,26 @@ class JobConfig(BaseModel):
     provider: str | None = None
     provider_config: dict[str, Any] = Field(default_factory=dict)
     model_class: str | None = None
-    #: bitsandbytes settings, e.g. {"load_in_4bit": true}; CUDA only.
+    #: bitsandbytes settings for load and validate, e.g. {"load_in_4bit": true} (GPU or CPU).
     quantization_config: dict[str, Any] | None = None
     #: The training hyperparameters (see ``providers.runtime.train_config.TrainConfig``).
     train: dict[str, Any] = Field(default_factory=dict)
+    #: read from a ModelForge TrainingConfig: what it became (lines for the user), and its dataset
+    _notes: list[str] = PrivateAttr(default_factory=list)
+    _dataset: str | None = PrivateAttr(default=None)
+    _model: str | None = PrivateAttr(default=None)
+
+    @property
+    def notes(self) -> list[str]:
+        return self._notes
+
+    @property
+    def dataset(self) -> str | None:
+        return self._dataset
+
+    @property
+    def model(self) -> str | None:
+        return self._model
 
     @field_validator("provider")
     @classmethod
@@ -54,6 +70,16 @@ def load_job_config(path: Path) -> JobConfig:
             f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
             "Fix the JSON and run again.",
         ) from None
+    from .runtime.modelforge_config import is_modelforge_config, translate
+
+    if isinstance(data, dict) and is_modelforge_config(data):  # ModelForge's TrainingConfig, mapped onto ours
+        translation = translate(data)
+        config = JobConfig(provider=translation.provider, model_class=translation.model_class,
+                           train=translation.train)
+        config._notes = [line for line in (translation.stage_message(), translation.ignored_message()) if line]
+        config._dataset = translation.dataset
+        config._model = translation.model
+        return config
     try:
         return JobConfig.model_validate(data)
     except ValidationError as exc:

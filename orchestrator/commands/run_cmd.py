@@ -110,6 +110,8 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
     if config is not None:
         extra.update(provider_config=config.provider_config, train=dict(config.train),
                      quantization_config=config.quantization_config)
+    if config is not None and config.dataset and not dataset_arg and action == "train":
+        dataset_arg = config.dataset  # a ModelForge config names its dataset
     if task or strategy:
         if action != "train":
             raise click.UsageError("--task and --strategy go with the train action")
@@ -144,6 +146,14 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
         **extra,
     )
     renderer = renderer_for(as_json)
+    if config is not None and config.notes:
+        from providers.contract import StageEvent
+
+        notes = list(config.notes)
+        if config.model and config.model != model:
+            notes.append(f"the config's model_name {config.model} is not used: --model {model} is what runs")
+        for note in notes:
+            renderer.on_event(StageEvent(name="config", message=note))
     if as_json:
         outcome = run_job(request, on_event=renderer.on_event, on_build=renderer.on_build)
     else:

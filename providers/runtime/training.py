@@ -38,6 +38,8 @@ from .train_config import TrainConfig, load_dataset_records
 def is_metric(key: str) -> bool:
     """The trainer's log entries that become metric events: the loss, DPO's rewards (chosen, rejected,
     margins, accuracies) and every evaluation figure; the rest (grad norm, token counts) stays in the log."""
+    if key.endswith(("_runtime", "_per_second", "num_tokens")):
+        return False
     return key == "loss" or key.startswith(("eval_", "rewards/"))
 
 
@@ -89,9 +91,8 @@ def trainer_args(config: TrainConfig, output: Path, *, use_cpu: bool, evaluate: 
     gradient_checkpointing = config.gradient_checkpointing
     if gradient_checkpointing is None:  # TRL's default for causal LMs; always with a quantized base
         gradient_checkpointing = config.quant is not None or config.task == "text-generation"
-    eval_strategy = "no"
-    if evaluate:
-        eval_strategy = "steps" if config.eval_steps else "epoch"
+    # without eval_steps the held-out records are evaluated once, when training ends (run_training)
+    eval_strategy = "steps" if evaluate and config.eval_steps else "no"
     return {
         "output_dir": str(output / CHECKPOINTS_DIR),
         "num_train_epochs": config.epochs,
@@ -169,7 +170,7 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
 
     records = recipe.prepare_records(records, summary.format, tokenizer)
     train_records, eval_records = split_records(records, config.eval_split, config.seed)
-    model = provider.prepare_for_training(model, {**config.lora(), "task_type": recipe.peft_task_type})
+    model = provider.prepare_for_training(model, {**config.lora(), "task_type": recipe.peft_task_type, **recipe.lora_extra})
 
     stop_requested = {"flag": False}
 
@@ -181,6 +182,7 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
             self.started = time.perf_counter()
             self.first_step: int | None = None
             self.last_eval: dict[str, float] = {}
+            self.last_eval_step = -1
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
             logs = logs or {}
@@ -189,6 +191,7 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
                     events.metric(key, float(value), step=state.global_step)
                     if key.startswith("eval_"):
                         self.last_eval[key] = float(value)
+                        self.last_eval_step = state.global_step
             if "loss" not in logs:
                 return
             if self.first_step is None:
@@ -230,7 +233,9 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
             "Run the same command with --resume to continue.",
         )
     metrics = {k: v for k, v in outcome.metrics.items() if isinstance(v, int | float)}
-    if eval_records:
+    if eval_records and callback.last_eval_step == trainer.state.global_step:
+        metrics.update(callback.last_eval)  # eval_steps already evaluated the final weights
+    elif eval_records:
         events.stage("evaluate", f"{len(eval_records)} held-out records")
         metrics.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
 

@@ -48,6 +48,8 @@ class TrainingRecipe:
     record_hint: ClassVar[str]
     #: the stage message when training starts
     describe: ClassVar[str] = "LoRA fine-tuning"
+    #: LoraConfig fields the recipe adds (e.g. a head that trains whole must not also get an adapter)
+    lora_extra: ClassVar[dict[str, Any]] = {}
 
     # -- the pure half (host and image) ---------------------------------------------------------
     def record_format(self, record: dict[str, Any]) -> str | None:

@@ -50,6 +50,8 @@ class QuestionAnswering(TrainingRecipe):
     peft_task_type = "QUESTION_ANS"
     record_hint = HINT
     describe = "LoRA fine-tuning for extractive question answering"
+    #: peft trains the qa_outputs head whole (modules_to_save), so "all-linear" must leave it out
+    lora_extra = {"exclude_modules": ["qa_outputs"]}
 
     def record_format(self, record: dict[str, Any]) -> str | None:
         if "context" in record or "question" in record:
