@@ -105,12 +105,34 @@ def resolve_inputs(req: ExportRequest) -> tuple[Path, Path | None, dict[str, Any
         if not (adapter / "adapter_config.json").is_file():
             raise ModelAccessError(f"{adapter} is not a LoRA adapter (no adapter_config.json).",
                                    "Pass the adapter/ folder of a finished run with --adapter.")
+        check_exportable_task(adapter)
         source.update(adapter=str(adapter.resolve()), adapter_sha256=_folder_hashes(adapter))
     source.update(base_model=str(base.resolve()), base_model_sha256=_folder_hashes(base))
     for folder in (base, adapter):
         if folder is not None:
             check_job_user_can_read(folder.resolve())
     return base.resolve(), adapter.resolve() if adapter else None, source
+
+
+#: adapter task types -> the training task that made them, for the ones GGUF export does not carry
+NOT_EXPORTABLE = {"SEQ_2_SEQ_LM": "summarization", "QUESTION_ANS": "question-answering",
+                  "SEQ_CLS": "sequence classification", "TOKEN_CLS": "token classification"}
+
+
+def check_exportable_task(adapter: Path) -> None:
+    """GGUF export is for text generation: an adapter trained for another task is refused in one line
+    (llama.cpp runs no question-answering head, and its converter does not merge seq2seq LoRA adapters)."""
+    try:
+        task_type = json.loads((adapter / "adapter_config.json").read_text()).get("task_type")
+    except (OSError, ValueError):
+        return  # the converter's own check reports an unreadable adapter config
+    task = NOT_EXPORTABLE.get(str(task_type))
+    if task:
+        raise ConfigurationError(
+            f"{adapter} was trained for {task} (peft task type {task_type}); mf export makes GGUF files for "
+            "llama.cpp's text generation, which runs no such model head.",
+            "Use the adapter with transformers and peft (`mf run -p huggingface load` of the merged model), "
+            "or export a text-generation run.")
 
 
 def _parameters(base: Path) -> int:
