@@ -130,7 +130,7 @@ torch.manual_seed(0)
 # transformers 5.23 builds T5's Unigram tokenizer from (piece, score) pairs, no sentencepiece file needed.
 t5_tokenizer = T5Tokenizer(vocab=[tuple(p) for p in spec["t5"]], extra_ids=0, model_max_length=512)
 t5_config = T5Config(
-    vocab_size=len(t5_tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+    vocab_size=len(t5_tokenizer), d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4,
     pad_token_id=t5_tokenizer.pad_token_id, eos_token_id=t5_tokenizer.eos_token_id,
     decoder_start_token_id=t5_tokenizer.pad_token_id, is_encoder_decoder=True,
 )

@@ -62,6 +62,10 @@ def load(provider: Any, job: JobSpec, events: EventWriter) -> dict[str, Any]:
     tokenizer = provider.load_tokenizer(job.model)
     load_seconds = time.perf_counter() - started
     result: dict[str, Any] = {"model": job.model, "load_seconds": round(load_seconds, 3)}
+    if job.quantization_config and hasattr(model, "modules"):  # bitsandbytes' layers, counted
+        from .tasks.quantized import quantized_layers
+
+        result["quantized_layers"] = quantized_layers(model)
     device = getattr(provider, "device_of", None)
     if callable(device):
         result["device"] = device(model)
