@@ -87,14 +87,6 @@ def test_an_unsupported_model_class_lists_the_supported_ones(smollm2_hf: Path) -
     assert "'AutoModelForCausalLM', 'AutoModelForSeq2SeqLM'" in res.stderr
 
 
-def test_quantization_on_the_cpu_is_refused(smollm2_hf: Path, tmp_path: Path) -> None:
-    config = tmp_path / "q.json"
-    config.write_text(json.dumps({"quantization_config": {"load_in_4bit": True}}))
-    res = mf("run", "--provider", "huggingface", "load", "--model", str(smollm2_hf), "--config", str(config))
-    assert res.code == EXIT_CODES["configuration"]
-    assert "needs a CUDA GPU" in res.stderr
-
-
 _CHECK_ADAPTER = """
 import json, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +240,49 @@ def test_load_in_4bit_on_the_cpu_generates(smollm2_hf: Path, tmp_path: Path) -> 
     print(f"4-bit answer: {res.last['text']!r}")
 
 
+
+
+@pytest.mark.parametrize("cell", ["dpo", "summarization", "question-answering"])
+def test_every_new_cell_stops_with_a_checkpoint_and_resumes(cell: str, smollm2_hf: Path, tiny_models: dict[str, Path],
+                                                            tmp_path: Path, docker_client: Any) -> None:
+    """SIGTERM (what `docker stop` and Ctrl-C's clean-up send) saves a whole checkpoint in every recipe's
+    trainer, the exit says how to go on, and --resume finishes the run from that checkpoint."""
+    import subprocess
+
+    from providers.contract import EXIT_CODES
+
+    from .conftest import job_containers
+
+    if cell == "dpo":
+        model, data, flags, steps = smollm2_hf, write_preferences(tmp_path / "prefs.jsonl"), ["--strategy", "dpo"], 24
+    elif cell == "summarization":
+        model, data, flags, steps = (tiny_models["t5"], _tiny().write_summarization_dataset(tmp_path / "d.jsonl"),
+                                     ["--task", "summarization"], 400)
+    else:
+        model, data, flags, steps = (tiny_models["bert"], _tiny().write_qa_dataset(tmp_path / "d.jsonl"),
+                                     ["--task", "question-answering"], 400)
+    config = tmp_path / "job.json"
+    config.write_text(json.dumps({"train": {"max_steps": steps, "batch_size": 2, "save_steps": 1000,
+                                            "max_seq_length": 64, "learning_rate": 1e-3, "doc_stride": 16}}))
+    out = tmp_path / "run"
+    args = ["run", "--provider", "huggingface", "train", "--model", str(model), "--dataset", str(data),
+            "--output", str(out), "--config", str(config), *flags, "--json"]
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "progress" and event["current"] >= 3:
+            break
+    [container] = job_containers(docker_client)
+    container.kill(signal="SIGTERM")
+    proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_CODES["interrupted"]
+    assert not (out / "manifest.json").exists() and not (out / "adapter").exists()
+    [saved] = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*"))
+    assert 3 <= saved < steps
+
+    res = mf(*args, "--resume", timeout=900)
+    assert res.code == 0, res.stderr
+    assert res.last["resumed_from"] == f"checkpoint-{saved}" and res.last["steps"] == steps
+    assert (out / "adapter" / "adapter_config.json").is_file()
