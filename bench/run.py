@@ -39,6 +39,8 @@ from orchestrator import engine, images  # noqa: E402
 PARTS: dict[str, tuple[str, Callable[[argparse.Namespace], Any]]] = {
     "gguf-cuda": ("gguf_cuda_on_cpu", lambda args: generation.bench_gguf_cuda_on_cpu(args.reps)),
     "images": ("images", lambda args: image_builds.bench_images(args.cold)),
+    "strategies": ("strategies", lambda args: training.bench_strategies(max(3, args.reps // 2),
+                                                                         args.checkpoint.resolve())),
 }
 
 
@@ -51,6 +53,8 @@ def table(report: dict[str, Any]) -> str:
         if tc:
             lines += registry.rows(tc)
             lines += cluster.rows(tc["slurm"])
+    if "strategies" in report:
+        lines += training.strategy_rows(report["strategies"])
     cc = report.get("gguf_cuda_on_cpu")
     if cc:
         lines += generation.cuda_on_cpu_rows(cc)
@@ -90,6 +94,8 @@ def main() -> int:
     report["gguf_generation"] = generation.bench_gguf_generation(args.reps, gguf_tag)
     print("huggingface train and load ...", file=sys.stderr)
     report["huggingface"] = training.bench_huggingface(max(3, args.reps // 2), args.checkpoint.resolve())
+    print("LoRA, QLoRA and DPO ...", file=sys.stderr)
+    report["strategies"] = training.bench_strategies(max(3, args.reps // 2), args.checkpoint.resolve())
     if os.getuid() == 0:
         print("registry, empty engine, Slurm ...", file=sys.stderr)
         report["travel"] = registry.bench_registry(args.reps)

@@ -33,14 +33,18 @@ def native_python(spec: images.ImageSpec) -> Path:
     return python
 
 
-def write_inputs(work: Path, steps: int) -> tuple[Path, Path, dict]:
-    data = work / "data.jsonl"
+def write_inputs(work: Path, steps: int, strategy: str = "sft") -> tuple[Path, Path, dict]:
+    """A dataset for ``strategy`` (preference pairs for dpo), its train config, and the config file."""
+    data = work / f"data-{strategy}.jsonl"
     with data.open("w") as fh:
         for i in range(64):
-            fh.write(json.dumps({"prompt": f"Question {i}: the capital of France is", "completion": " Paris."}) + "\n")
+            prompt = f"Question {i}: the capital of France is"
+            record = ({"prompt": prompt, "chosen": " Paris.", "rejected": " Rome."} if strategy == "dpo"
+                      else {"prompt": prompt, "completion": " Paris."})
+            fh.write(json.dumps(record) + "\n")
     train = {"max_steps": steps, "batch_size": 2, "max_seq_length": 64, "save_steps": 100_000, "logging_steps": 1,
-             "lora_r": 8, "seed": 0}
-    config = work / "job.json"
+             "lora_r": 8, "seed": 0, "strategy": strategy}
+    config = work / f"job-{strategy}.json"
     config.write_text(json.dumps({"train": train}))
     return data, config, train
 

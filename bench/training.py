@@ -59,3 +59,57 @@ def rows(hf: dict[str, Any]) -> list[str]:
         f"{median(hf['load_seconds']['native']):.2f} | {hf['load_ratio']:.3f} | <= {hf['load_target']} | "
         f"{status(hf['load_ratio'], hf['load_target'], False)} |",
     ]
+
+
+#: the strategies measured side by side, on the same SmolLM2 checkpoint, batch and steps
+STRATEGIES = ("sft", "qlora", "dpo")
+
+
+def bench_strategies(reps: int, checkpoint: Path, steps: int = 12) -> dict[str, Any]:
+    """LoRA, QLoRA (4-bit nf4 base through bitsandbytes' CPU kernels) and DPO: steps/s in the container
+    against native (the image's lock in a venv), and the job's peak memory: the container's cgroup peak
+    (page cache included) and the process's peak RSS on both sides."""
+    python = native_python(images.image_spec("huggingface", "cpu"))
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for strategy in STRATEGIES:
+            data, config, train = write_inputs(work, steps, strategy)
+            rates: dict[str, list[float]] = {"native": [], "container": []}
+            rss: dict[str, list[int]] = {"native": [], "container": []}
+            cgroup: list[int] = []
+            for rep in range(reps):  # alternate, so drift on the machine hits both sides alike
+                for side in ("native", "container"):
+                    run = work / f"{strategy}-{side}-{rep}"
+                    result = (run_native(python, checkpoint, data, train, run) if side == "native"
+                              else run_container(checkpoint, data, config, run))
+                    if result.get("event") != "result":
+                        raise SystemExit(f"{strategy} {side} run failed: {result}")
+                    rates[side].append(result["steps"] / result["train_runtime"])
+                    rss[side].append(int(result["peak_rss_bytes"]))
+                    if side == "container":
+                        cgroup.append(int(result["cgroup_memory_peak_bytes"]))
+            out[strategy] = {"steps_per_second": rates, "ratio": median(rates["container"]) / median(rates["native"]),
+                             "peak_rss_bytes": rss, "cgroup_memory_peak_bytes": cgroup}
+    out["qlora_to_lora_memory"] = median(out["qlora"]["cgroup_memory_peak_bytes"]) / median(
+        out["sft"]["cgroup_memory_peak_bytes"])
+    out["qlora_to_lora_rss"] = median(out["qlora"]["peak_rss_bytes"]["container"]) / median(
+        out["sft"]["peak_rss_bytes"]["container"])
+    return out
+
+
+def strategy_rows(st: dict[str, Any]) -> list[str]:
+    names = {"sft": "LoRA", "qlora": "QLoRA (4-bit nf4)", "dpo": "DPO (LoRA)"}
+    lines = []
+    for strategy in STRATEGIES:
+        r = st[strategy]
+        lines.append(f"| {names[strategy]} training, SmolLM2 (steps/s) | {median(r['steps_per_second']['container']):.3f} | "
+                     f"{median(r['steps_per_second']['native']):.3f} | {r['ratio']:.3f} | >= 0.95 | "
+                     f"{status(r['ratio'], 0.95, True)} |")
+    mb = {s: median(st[s]["cgroup_memory_peak_bytes"]) / 2**20 for s in ("sft", "qlora")}
+    rss = {s: median(st[s]["peak_rss_bytes"]["container"]) / 2**20 for s in ("sft", "qlora")}
+    lines.append(f"| QLoRA / LoRA peak memory, container cgroup (MiB) | {mb['qlora']:.0f} | {mb['sft']:.0f} | "
+                 f"{st['qlora_to_lora_memory']:.3f} | < 1 | {status(st['qlora_to_lora_memory'], 1.0, False)} |")
+    lines.append(f"| QLoRA / LoRA peak RSS of the job (MiB) | {rss['qlora']:.0f} | {rss['sft']:.0f} | "
+                 f"{st['qlora_to_lora_rss']:.3f} | < 1 | {status(st['qlora_to_lora_rss'], 1.0, False)} |")
+    return lines

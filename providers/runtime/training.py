@@ -118,6 +118,22 @@ def trainer_args(config: TrainConfig, output: Path, *, use_cpu: bool, evaluate: 
     }
 
 
+def peak_memory() -> dict[str, int]:
+    """The job's memory high-water marks: the process's peak RSS, and inside a container its cgroup's peak
+    (``memory.peak`` on cgroup v2, ``memory.max_usage_in_bytes`` on v1; page cache included)."""
+    import resource
+
+    peaks = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if os.environ.get("MF_IMAGE"):  # outside a container the cgroup is the whole machine's
+        for path in ("/sys/fs/cgroup/memory.peak", "/sys/fs/cgroup/memory/memory.max_usage_in_bytes"):
+            try:
+                peaks["cgroup_memory_peak_bytes"] = int(Path(path).read_text().split()[0])
+                break
+            except (OSError, ValueError, IndexError):
+                continue
+    return peaks
+
+
 def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
     """Fine-tune ``job.model`` with LoRA on ``job.options['dataset']``; write the adapter to ``job.output_dir``."""
     if not job.output_dir:
@@ -252,6 +268,7 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
         shutil.rmtree(final)
     os.replace(partial, final)
     metrics["global_step"] = trainer.state.global_step
+    metrics.update(peak_memory())
     import peft
     import transformers
     import trl
@@ -285,5 +302,6 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
               "resumed_from": manifest["resumed_from"]}
     if quantized:
         result["quantized_layers"] = sum(quantized["layers"].values())
+    result.update({k: v for k, v in metrics.items() if k.endswith("_bytes")})
     result.update({k: v for k, v in metrics.items() if k.startswith("eval_")})
     return result
