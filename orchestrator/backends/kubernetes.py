@@ -341,7 +341,11 @@ class KubernetesBackend(Backend):
         elif not (parse_hub_reference(request.model) is not None and request.online):
             parse_pvc(request.model)
         if request.action == "train":
-            inputs.options["train"] = TrainConfig.parse(request.train).model_dump()
+            from ..checks import check_training_fits
+
+            config = TrainConfig.parse(request.train)
+            check_training_fits(request, config)  # the provider's tasks; the model's fit is checked in the job
+            inputs.options["train"] = config.model_dump()
             if not options.dataset or not options.output:
                 raise ConfigurationError("Training on Kubernetes needs --dataset and --output as pvc://CLAIM/PATH.",
                                          "Put them on PersistentVolumeClaims the job can mount.")

@@ -47,16 +47,25 @@ class HuggingFaceProvider(TransformersBase):
         if device_map == "auto" and not torch.cuda.is_available():
             device_map = "cpu"
         logger.info("loading %s as %s on %s", model_id, model_class, device_map)
+        import contextlib
+
+        from ..runtime.tasks.quantized import frugal_loading
+
         try:
-            model = auto_cls.from_pretrained(
-                source.location,
-                device_map=device_map,
-                dtype=dtype,
-                trust_remote_code=self.trust_remote_code,
-                **source.pretrained_kwargs(),
-                **extra,
-                **kwargs,
-            )
+            with frugal_loading() if quantization_config else contextlib.nullcontext():
+                model = auto_cls.from_pretrained(
+                    source.location,
+                    device_map=device_map,
+                    dtype=dtype,
+                    trust_remote_code=self.trust_remote_code,
+                    **source.pretrained_kwargs(),
+                    **extra,
+                    **kwargs,
+                )
+                if quantization_config:
+                    from ..runtime.tasks.quantized import own_storage
+
+                    own_storage(model)  # lets go of the float32 file's mapping
         except OSError as exc:
             raise ModelAccessError(f"Cannot load {model_id}: {exc}".split("\n")[0], "Check the model files.") from None
         except ValueError as exc:

@@ -75,6 +75,9 @@ class TrainConfig(BaseModel):
             raise ValueError(f"{self.task} trains with {' or '.join(TASK_STRATEGIES[self.task])}, not {self.strategy}")
         if self.quantization not in (None, "none") and self.task == "question-answering":
             raise ValueError("question-answering models train unquantized; drop 'quantization'")
+        if self.task == "question-answering" and self.doc_stride >= self.max_seq_length:
+            raise ValueError(f"doc_stride ({self.doc_stride}) must be smaller than max_seq_length "
+                             f"({self.max_seq_length}): windows overlap by doc_stride tokens")
         if self.strategy == "qlora" and self.quantization == "none":
             raise ValueError("qlora trains on a quantized base; drop quantization: none, or use strategy sft")
         return self

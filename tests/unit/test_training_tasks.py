@@ -177,3 +177,9 @@ def test_a_modelforge_config_file_is_read_as_ours(tmp_path: Path) -> None:
     assert config.model_class == "AutoModelForSeq2SeqLM" and config.dataset == "docs.jsonl"
     assert any("num_train_epochs -> epochs = 2" in note for note in config.notes)
     assert any("output_dir" in note for note in config.notes)
+
+
+def test_question_answering_windows_must_overlap_less_than_they_hold() -> None:
+    with pytest.raises(ConfigurationError, match=r"doc_stride \(128\) must be smaller than max_seq_length \(64\)"):
+        TrainConfig.parse({"task": "question-answering", "max_seq_length": 64})
+    assert TrainConfig.parse({"task": "question-answering", "max_seq_length": 64, "doc_stride": 16}).doc_stride == 16
