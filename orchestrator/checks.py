@@ -209,6 +209,8 @@ def local_inputs(request: JobRequest) -> Inputs:
         dataset = request.dataset.expanduser().resolve()
         inputs.mounts.append(Mount(str(dataset), f"{DATA_DIR}/{dataset.name}", read_only=True))
         inputs.options.update(dataset=f"{DATA_DIR}/{dataset.name}", resume=request.resume, overwrite=request.overwrite)
+        if request.nproc > 1:  # the entrypoint launches the ranks with torchrun (providers/runtime/distributed.py)
+            inputs.options["distributed"] = {"nproc_per_node": request.nproc, "nnodes": 1}
     return inputs
 
 

@@ -58,6 +58,8 @@ class JobRequest:
     backend_options: Any = None
     #: return once the job has started; `mf jobs` follows, lists and cancels it
     detach: bool = False
+    #: train: data-parallel ranks in the job's container (torchrun)
+    nproc: int = 1
 
 
 def run_job(request: JobRequest, on_event: EventSink, on_build: Callable[[str], None],

@@ -42,6 +42,8 @@ def _prompt(value: str | None) -> str | None:
               help="With train: what the model learns (default text-generation; or the --config's train.task).")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
               help="With train: sft (LoRA), qlora (LoRA on a 4-bit base), dpo (preference pairs; rlhf is DPO too).")
+@click.option("--nproc", type=click.IntRange(1, 256), default=None, metavar="N",
+              help="With train: N data-parallel ranks in the job's container (torchrun; gloo on the CPU, NCCL on GPUs).")
 @click.option("--resume", is_flag=True, help="With train: continue from the last complete checkpoint in --output.")
 @click.option("--overwrite", is_flag=True, help="With train: replace a finished run in --output.")
 @click.option("--online", is_flag=True, help="Give the container network access (hub downloads; HF_TOKEN).")
@@ -65,7 +67,8 @@ def _prompt(value: str | None) -> str | None:
 @json_option
 def run_command(provider: str, action: str, model: str, model_class: str | None, prompt: str | None,
                 max_new_tokens: int, temperature: float, config_file: Path | None, output_arg: str | None,
-                dataset_arg: str | None, task: str | None, strategy: str | None, resume: bool, overwrite: bool,
+                dataset_arg: str | None, task: str | None, strategy: str | None, nproc: int | None, resume: bool,
+                overwrite: bool,
                 online: bool, gpus: str | None,
                 memory: str | None, registry: str | None, force_build: bool, backend: str, partition: str | None,
                 time_limit: str | None, namespace: str | None, deadline: int | None, hf_cache: str | None,
@@ -112,6 +115,11 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
                      quantization_config=config.quantization_config)
     if config is not None and config.dataset and not dataset_arg and action == "train":
         dataset_arg = config.dataset  # a ModelForge config names its dataset
+    if nproc is not None and action != "train":
+        raise click.UsageError("--nproc goes with the train action")
+    if nproc is not None and nproc > 1 and backend != "docker":
+        raise click.UsageError(f"--nproc runs ranks in one container on the docker backend; {backend} runs one "
+                               "process per job for now")
     if task or strategy:
         if action != "train":
             raise click.UsageError("--task and --strategy go with the train action")
@@ -143,6 +151,7 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
         backend=backend,
         backend_options=backend_options,
         detach=detach,
+        nproc=nproc or 1,
         **extra,
     )
     renderer = renderer_for(as_json)

@@ -77,6 +77,11 @@ def checkpoint_problem(folder: Path) -> str | None:
         int(state["global_step"])
     except (OSError, ValueError, KeyError, TypeError):
         return "trainer_state.json is unreadable"
+    ranks = sorted(int(f.stem.rsplit("_", 1)[1]) for f in folder.glob("rng_state_*.pth")
+                   if f.stem.rsplit("_", 1)[1].isdigit())
+    if ranks and ranks != list(range(len(ranks))):  # a checkpoint of several ranks holds each one's state
+        missing = sorted(set(range(max(ranks) + 1)) - set(ranks))
+        return f"rng_state_{missing[0]}.pth is missing (ranks {ranks} saved theirs)"
     for weights in folder.glob("*.safetensors"):
         if problem := _safetensors_problem(weights):
             return problem

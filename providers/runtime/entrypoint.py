@@ -73,10 +73,32 @@ def run_job(job: JobSpec, events: EventWriter) -> dict[str, Any]:
     return run_action(provider, job, events)
 
 
+def _launch(dist: dict[str, Any], spec_path: Path, out: Any, events: EventWriter, job: JobSpec) -> int:
+    """The launcher of a job of several ranks (see ``distributed.py``): its exit code, and when no rank
+    ended the event stream, the one error that says which rank failed and how."""
+    from ..contract import EXIT_CODES
+    from .distributed import launch
+
+    code, how, cause = launch(dist, str(spec_path), out)
+    if how == "result" and code == 0:
+        return 0
+    if how is not None and how != "result":
+        return EXIT_CODES.get(how, 1)
+    why = cause or f"torchrun exited with {code}"
+    hint = ("Signal 9 is often the kernel's OOM killer: give the job more memory (--memory) or fewer ranks "
+            "(--nproc). The container's stderr has every rank's output." if "Signal 9" in why or "-9" in why
+            else "The container's stderr has every rank's output (set MF_DEBUG=1 to see tracebacks).")
+    events.error("container", f"{job.provider} {job.action}: {why}; torchrun stopped the other ranks.", hint)
+    return EXIT_CODES["container"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     spec_path = Path(args[0]) if args else Path(str(JOB_SPEC_PATH))
-    events = EventWriter(_private_stdout())
+    from .distributed import events_stream
+
+    stdout_events = _private_stdout()
+    events = EventWriter(events_stream() or stdout_events)  # a torchrun worker: the launcher's pipe
     logger.addHandler(EventLogHandler(events))
     logger.setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -92,9 +114,14 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigurationError(f"Cannot read the job spec {spec_path}: {exc.strerror}.") from None
         job = JobSpec.from_json(text)
         provider_name, action = job.provider, job.action
+        from .distributed import requested, world
+
+        dist = requested(job.options) if job.action == "train" else None
+        if dist and "LOCAL_RANK" not in os.environ:  # this process launches the ranks and speaks for them
+            return _launch(dist, spec_path, stdout_events, events, job)
         data = run_job(job, events)
         payload = {"provider": job.provider, "action": job.action, **data}
-        if job.output_dir:
+        if job.output_dir and world().is_main:
             _write_result_file(job.output_dir, {"event": "result", **payload})
         events.result(job.provider, job.action, data)
         return 0

@@ -68,26 +68,33 @@ def atomic_checkpoints(trainer_cls: type, output: Path) -> type:
             return os.path.join(run_dir, STAGING_DIR) if self._mf_staging else run_dir
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            from .distributed import barrier
+
             self._mf_staging = True
             try:
                 super()._save_checkpoint(model, trial)
             finally:
                 self._mf_staging = False
-            name = f"checkpoint-{self.state.global_step}"
-            staged = output / CHECKPOINTS_DIR / STAGING_DIR / name
-            fsync_tree(staged)
-            final = output / CHECKPOINTS_DIR / name
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(staged, final)
-            fsync_dir(final.parent)
+            barrier()  # every rank has written its part (its rng_state_<rank>.pth) before the rename
+            if self.is_world_process_zero():
+                name = f"checkpoint-{self.state.global_step}"
+                staged = output / CHECKPOINTS_DIR / STAGING_DIR / name
+                fsync_tree(staged)
+                final = output / CHECKPOINTS_DIR / name
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(staged, final)
+                fsync_dir(final.parent)
+            barrier()
 
     AtomicCheckpoints.__name__ = f"Atomic{trainer_cls.__name__}"
     return AtomicCheckpoints
 
 
-def trainer_args(config: TrainConfig, output: Path, *, use_cpu: bool, evaluate: bool) -> dict[str, Any]:
-    """The arguments every recipe's trainer takes (transformers' TrainingArguments and TRL's configs)."""
+def trainer_args(config: TrainConfig, output: Path, *, use_cpu: bool, evaluate: bool,
+                 distributed: bool = False) -> dict[str, Any]:
+    """The arguments every recipe's trainer takes (transformers' TrainingArguments and TRL's configs). Under
+    torchrun on the CPU the backend must be named (gloo): without it every process trains alone as rank 0."""
     gradient_checkpointing = config.gradient_checkpointing
     if gradient_checkpointing is None:  # TRL's default for causal LMs; always with a quantized base
         gradient_checkpointing = config.quant is not None or config.task == "text-generation"
@@ -115,6 +122,8 @@ def trainer_args(config: TrainConfig, output: Path, *, use_cpu: bool, evaluate: 
         "disable_tqdm": True,
         "use_cpu": use_cpu,
         "dataloader_num_workers": 0,
+        **({"ddp_backend": "gloo" if use_cpu else "nccl", "ddp_find_unused_parameters": False,
+            "ddp_timeout": 300} if distributed else {}),
     }
 
 
@@ -192,6 +201,9 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
             elif leftover.exists():
                 leftover.unlink()
     shutil.rmtree(output / CHECKPOINTS_DIR / STAGING_DIR, ignore_errors=True)  # a save cut off last time
+    from .distributed import world as current_world
+
+    world = current_world()
     memory = MemoryWatch()
     summary, records = load_dataset_records(Path(options["dataset"]), config)
     events.stage("dataset", f"{summary.records} records ({summary.format}) for {config.task}")
@@ -209,8 +221,11 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
             events.log(note, "warning")
     events.stage("load", f"loading {job.model} as {recipe.model_class}")
     load_kwargs = provider.training_load_kwargs(config) if hasattr(provider, "training_load_kwargs") else {}
+    device_map: Any = job.device_map
+    if world.distributed:  # each rank holds a whole copy: on its own GPU (the local rank), or the CPU
+        device_map = {"": world.local_rank} if job.device_map != "cpu" else "cpu"
     model = provider.load_model(job.model, recipe.model_class, quantization_config=quantization_config,
-                                device_map=job.device_map, **load_kwargs)
+                                device_map=device_map, **load_kwargs)
     tokenizer = provider.load_tokenizer(job.model, padding_side="right")
     quantized: dict[str, Any] | None = None
     if config.quant:
@@ -259,6 +274,10 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
             )
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            if world.distributed:  # every rank stops at the same step, or the others wait in a collective
+                from .distributed import stop_agreed
+
+                stop_requested["flag"] = stop_agreed(stop_requested["flag"])
             if stop_requested["flag"]:
                 control.should_save = True
                 control.should_training_stop = True
@@ -268,9 +287,21 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
     ctx = TrainContext(config=config, model=model, tokenizer=tokenizer, train_records=train_records,
                        eval_records=eval_records, callbacks=[callback], events=events,
                        args=trainer_args(config, output, use_cpu=not torch.cuda.is_available(),
-                                         evaluate=eval_records is not None),
+                                         evaluate=eval_records is not None, distributed=world.distributed),
                        atomic=lambda cls: atomic_checkpoints(cls, output))
     trainer = recipe.build_trainer(ctx)
+    if trainer.args.world_size != world.size:
+        raise ConfigurationError(
+            f"torchrun started {world.size} ranks, but the trainer sees a world of {trainer.args.world_size}: "
+            "its gradients would not be synchronised.", "This is a bug in how the job was launched; report it.")
+    if world.distributed:
+        events.stage("distributed", f"{world.size} ranks ({world.local_size} per node, {world.nodes} node"
+                     f"{'s' if world.nodes > 1 else ''}), {trainer.args.ddp_backend or 'nccl'}")
+    if checkpoint is not None:
+        saved_by = len(list(checkpoint.glob("rng_state_*.pth"))) or 1
+        if saved_by != world.size:
+            events.log(f"{checkpoint.name} was written by {saved_by} rank(s) and resumes on {world.size}: "
+                       "the weights and optimizer carry over, the data order from here differs", "warning")
     skipped_note = f" (skipped {'; '.join(skipped)})" if skipped else ""
     held_out = f", {len(eval_records)} records held out for evaluation" if eval_records else ""
     events.stage("train", f"resuming from {checkpoint.name}{skipped_note}" if checkpoint
@@ -296,6 +327,8 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
         events.stage("evaluate", f"{len(eval_records)} held-out records")
         metrics.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
 
+    if not world.is_main:  # rank 0 writes the adapter and the manifest; the others are done
+        return {"rank": world.rank, "steps": trainer.state.global_step}
     events.stage("save", "writing the adapter")
     partial = output / f".{ADAPTER_DIR}.partial"
     if partial.exists():
@@ -329,6 +362,7 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
         "config": config.model_dump(),
         "resumed_from": checkpoint.name if checkpoint else None,
         "skipped_checkpoints": skipped,
+        "distributed": world.describe(),
         "adapter_files": {f.name: sha256_file(f) for f in sorted(final.iterdir()) if f.is_file()},
         "metrics": metrics,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
@@ -340,7 +374,7 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
               "steps": trainer.state.global_step, "train_loss": metrics.get("train_loss"),
               "train_runtime": metrics.get("train_runtime"),
               "train_steps_per_second": metrics.get("train_steps_per_second"),
-              "resumed_from": manifest["resumed_from"]}
+              "resumed_from": manifest["resumed_from"], **world.describe()}
     if quantized:
         result["quantized_layers"] = sum(quantized["layers"].values())
     result.update({k: v for k, v in metrics.items() if k.endswith("_bytes")})

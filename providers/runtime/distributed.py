@@ -1,0 +1,208 @@
+"""Training across processes: ``torchrun`` inside the image, launched by the entrypoint.
+
+A train job whose spec asks for more than one process (``options["distributed"]``) does not train in
+the entrypoint's process. The entrypoint becomes the *launcher*: it starts ``torchrun`` (c10d
+rendezvous; ``--standalone`` on one node), which starts one worker per rank, each running the
+entrypoint again with torchrun's ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``. The contract's event stream
+stays one stream: world rank 0 writes its events into a pipe the launcher holds (``MF_EVENTS_FD``), and
+the launcher forwards them to its stdout; the other ranks emit none, and their stderr is kept. When a
+rank dies, torchrun stops the others; the launcher then ends the stream with one error that names the
+rank and how it ended (torchrun's "root cause" summary), unless rank 0 already said why.
+
+SIGTERM (``docker stop``, Ctrl-C in `mf`) goes to the launcher, which passes it to torchrun, which
+passes it to every worker; the workers agree on the step to stop at (``stop_agreed``), save one
+checkpoint together, and exit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import IO, Any
+
+#: the pipe rank 0 writes its events to (set by the launcher for its workers)
+EVENTS_FD_ENV = "MF_EVENTS_FD"
+#: how long a rendezvous waits for every node (seconds), and a collective for a silent rank
+RENDEZVOUS_TIMEOUT_S = 120
+COLLECTIVE_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process is among the job's ranks (all 0/1 when it runs alone)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+    local_size: int = 1
+    nodes: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    def describe(self) -> dict[str, int]:
+        return {"world_size": self.size, "ranks_per_node": self.local_size, "nodes": self.nodes}
+
+
+def world() -> World:
+    """The world torchrun set up for this process (its environment), or a world of one."""
+    env = os.environ
+    if "LOCAL_RANK" not in env or "WORLD_SIZE" not in env:
+        return World()
+    size, local_size = int(env["WORLD_SIZE"]), int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"]))
+    return World(rank=int(env["RANK"]), local_rank=int(env["LOCAL_RANK"]), size=size, local_size=local_size,
+                 nodes=max(1, size // max(1, local_size)))
+
+
+def requested(options: dict[str, Any]) -> dict[str, Any] | None:
+    """The spec's ``distributed`` options when they ask for more than one process, else None."""
+    dist = options.get("distributed") or {}
+    if int(dist.get("nproc_per_node", 1)) * int(dist.get("nnodes", 1)) > 1:
+        return dict(dist)
+    return None
+
+
+def torchrun_command(dist: dict[str, Any], spec_path: str) -> list[str]:
+    """torchrun's command line for ``dist``: ``--standalone`` on one node; on several, a c10d rendezvous at
+    the head node with this node's rank, address and role in it given explicitly (torchrun's guess of which
+    node hosts the rendezvous fails in many container setups: pytorch#73656, #150532)."""
+    nproc, nnodes = int(dist.get("nproc_per_node", 1)), int(dist.get("nnodes", 1))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--max-restarts", "0",
+           "--monitor-interval", "0.5"]
+    if nnodes == 1:
+        cmd.append("--standalone")
+    else:
+        node_rank = int(dist["node_rank"])
+        cmd += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
+                "--rdzv-endpoint", f"{dist['head']}:{dist['port']}", "--rdzv-id", str(dist.get("job_id", "mf")),
+                "--rdzv-conf", f"is_host={'true' if node_rank == 0 else 'false'},join_timeout={RENDEZVOUS_TIMEOUT_S}"]
+        if dist.get("local_addr"):
+            cmd += ["--local-addr", str(dist["local_addr"])]
+    return [*cmd, "-m", "providers.runtime", spec_path]
+
+
+def threads_per_rank(nproc: int) -> int:
+    """The CPUs this container may use, shared fairly between its ranks (at least one each)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(1, nproc))
+
+
+_ROOT_CAUSE = re.compile(r"^\s*(rank|exitcode|traceback|host)\s*:\s*(.*)$")
+
+
+def root_cause(stderr_tail: list[str]) -> str | None:
+    """torchrun's "Root Cause (first observed failure)" summary, as one phrase: rank 1 (local_rank: 1) on
+    HOST exited with -9 (Signal 9 (SIGKILL) received by PID 123)."""
+    try:
+        start = max(i for i, line in enumerate(stderr_tail) if "Root Cause" in line)
+    except ValueError:
+        return None
+    fields: dict[str, str] = {}
+    for line in stderr_tail[start:]:
+        match = _ROOT_CAUSE.match(line)
+        if match and match.group(1) not in fields:
+            fields[match.group(1)] = match.group(2).strip()
+    if "rank" not in fields:
+        return None
+    why = f"exited with {fields.get('exitcode', '?')}"
+    detail = fields.get("traceback", "")
+    if detail and detail != "<N/A>" and "To enable traceback" not in detail:
+        why += f" ({detail})"
+    return f"rank {fields['rank']}" + (f" on {fields['host']}" if fields.get("host") else "") + f" {why}"
+
+
+def launch(dist: dict[str, Any], spec_path: str, out: IO[str]) -> tuple[int, str | None, str | None]:
+    """Run the job's ranks under torchrun; rank 0's events go to ``out``. Returns torchrun's exit code, how
+    rank 0 ended the stream ("result", an error's kind, or None when it did not), and torchrun's root cause
+    of a failure."""
+    nproc = int(dist.get("nproc_per_node", 1))
+    read_fd, write_fd = os.pipe()
+    env = {**os.environ, EVENTS_FD_ENV: str(write_fd)}
+    env.pop("MF_STOP_ON_STDIN_EOF", None)  # the launcher watches mf; the workers' stdin is empty
+    env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(nproc)))
+    env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    proc = subprocess.Popen(torchrun_command(dist, spec_path), env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
+                            stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+    os.close(write_fd)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
+    ended: dict[str, str | None] = {"how": None}
+    tail: deque[str] = deque(maxlen=200)
+
+    def forward_events() -> None:
+        with os.fdopen(read_fd, "r", encoding="utf-8") as events:
+            for line in events:
+                out.write(line)
+                out.flush()
+                if '"event": "result"' in line:
+                    ended["how"] = "result"
+                elif '"event": "error"' in line:
+                    kind = re.search(r'"kind": "([a-z_]+)"', line)
+                    ended["how"] = kind.group(1) if kind else "internal"
+
+    def keep_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            tail.append(line.rstrip("\n"))
+
+    threads = [threading.Thread(target=forward_events, daemon=True), threading.Thread(target=keep_stderr, daemon=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        while True:
+            try:
+                code = proc.wait()
+                break
+            except KeyboardInterrupt:  # the entrypoint's own SIGINT: pass it on, keep waiting
+                proc.send_signal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for thread in threads:
+        thread.join(timeout=10)
+    return code, ended["how"], root_cause(list(tail))
+
+
+def events_stream() -> IO[str] | None:
+    """For a worker: where its events go (rank 0: the launcher's pipe; other ranks: nowhere), or None
+    when this process is not a worker."""
+    fd = os.environ.get(EVENTS_FD_ENV)
+    if fd is None or "LOCAL_RANK" not in os.environ:
+        return None
+    if os.environ.get("RANK", "0") == "0":
+        return os.fdopen(int(fd), "w", buffering=1, encoding="utf-8")
+    os.close(int(fd))
+    return open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - the worker's event stream, for its life
+
+
+def stop_agreed(local_flag: bool) -> bool:
+    """Whether any rank asked to stop (a collective: every rank calls it at the same step)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return local_flag
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([1 if local_flag else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
