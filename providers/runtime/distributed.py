@@ -4,7 +4,7 @@ A train job whose spec asks for more than one process (``options["distributed"]`
 the entrypoint's process. The entrypoint becomes the *launcher*: it starts ``torchrun`` (c10d
 rendezvous; ``--standalone`` on one node), which starts one worker per rank, each running the
 entrypoint again with torchrun's ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``. The contract's event stream
-stays one stream: world rank 0 writes its events into a pipe the launcher holds (``MF_EVENTS_FD``), and
+stays one stream: world rank 0 writes its events into a FIFO the launcher reads (``MF_EVENTS_FIFO``), and
 the launcher forwards them to its stdout; the other ranks emit none, and their stderr is kept. When a
 rank dies, torchrun stops the others; the launcher then ends the stream with one error that names the
 rank and how it ended (torchrun's "root cause" summary), unless rank 0 already said why.
@@ -16,6 +16,7 @@ checkpoint together, and exit.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -26,8 +27,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import IO, Any
 
-#: the pipe rank 0 writes its events to (set by the launcher for its workers)
-EVENTS_FD_ENV = "MF_EVENTS_FD"
+#: the FIFO rank 0 writes its events to (made by the launcher; torchrun passes no open files to its workers)
+EVENTS_PATH_ENV = "MF_EVENTS_FIFO"
 #: how long a rendezvous waits for every node (seconds), and a collective for a silent rank
 RENDEZVOUS_TIMEOUT_S = 120
 COLLECTIVE_TIMEOUT_S = 60
@@ -80,8 +81,8 @@ def torchrun_command(dist: dict[str, Any], spec_path: str) -> list[str]:
     nproc, nnodes = int(dist.get("nproc_per_node", 1)), int(dist.get("nnodes", 1))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--max-restarts", "0",
            "--monitor-interval", "0.5"]
-    if nnodes == 1:
-        cmd.append("--standalone")
+    if nnodes == 1:  # the job's container may have no network but loopback, and no resolvable hostname
+        cmd += ["--standalone", "--local-addr", "127.0.0.1"]
     else:
         node_rank = int(dist["node_rank"])
         cmd += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
@@ -118,7 +119,7 @@ def root_cause(stderr_tail: list[str]) -> str | None:
             fields[match.group(1)] = match.group(2).strip()
     if "rank" not in fields:
         return None
-    why = f"exited with {fields.get('exitcode', '?')}"
+    why = f"exited with {fields.get('exitcode', '?').split(' (pid')[0]}"
     detail = fields.get("traceback", "")
     if detail and detail != "<N/A>" and "To enable traceback" not in detail:
         why += f" ({detail})"
@@ -129,29 +130,49 @@ def launch(dist: dict[str, Any], spec_path: str, out: IO[str]) -> tuple[int, str
     """Run the job's ranks under torchrun; rank 0's events go to ``out``. Returns torchrun's exit code, how
     rank 0 ended the stream ("result", an error's kind, or None when it did not), and torchrun's root cause
     of a failure."""
+    import select
+    import tempfile
+
     nproc = int(dist.get("nproc_per_node", 1))
-    read_fd, write_fd = os.pipe()
-    env = {**os.environ, EVENTS_FD_ENV: str(write_fd)}
+    fifo = os.path.join(tempfile.mkdtemp(prefix="mf-events-"), "events")
+    os.mkfifo(fifo, 0o600)
+    read_fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # read-write: opening never blocks, nor does EOF come early
+    env = {**os.environ, EVENTS_PATH_ENV: fifo}
     env.pop("MF_STOP_ON_STDIN_EOF", None)  # the launcher watches mf; the workers' stdin is empty
     env.setdefault("OMP_NUM_THREADS", str(threads_per_rank(nproc)))
     env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
-    proc = subprocess.Popen(torchrun_command(dist, spec_path), env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen(torchrun_command(dist, spec_path), env=env, stdin=subprocess.DEVNULL,
                             stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
-    os.close(write_fd)
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
-    ended: dict[str, str | None] = {"how": None}
+    ended: dict[str, str | None] = {"how": None, "error": None}
     tail: deque[str] = deque(maxlen=200)
+    done = threading.Event()
+
+    def forward(line: str) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = {}
+        if event.get("event") == "error":  # held back: another rank's death may be the real cause
+            ended["how"], ended["error"] = str(event.get("kind", "internal")), line
+            return
+        out.write(line + "\n")
+        out.flush()
+        if event.get("event") == "result":
+            ended["how"] = "result"
 
     def forward_events() -> None:
-        with os.fdopen(read_fd, "r", encoding="utf-8") as events:
-            for line in events:
-                out.write(line)
-                out.flush()
-                if '"event": "result"' in line:
-                    ended["how"] = "result"
-                elif '"event": "error"' in line:
-                    kind = re.search(r'"kind": "([a-z_]+)"', line)
-                    ended["how"] = kind.group(1) if kind else "internal"
+        pending = b""
+        while True:
+            ready, _, _ = select.select([read_fd], [], [], 0.2)
+            chunk = os.read(read_fd, 65536) if ready else b""
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    forward(line.decode("utf-8", "replace"))
+            if not chunk and done.is_set():
+                return
 
     def keep_stderr() -> None:
         assert proc.stderr is not None
@@ -171,20 +192,31 @@ def launch(dist: dict[str, Any], spec_path: str, out: IO[str]) -> tuple[int, str
                 proc.send_signal(signal.SIGTERM)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        done.set()
     for thread in threads:
         thread.join(timeout=10)
-    return code, ended["how"], root_cause(list(tail))
+    os.close(read_fd)
+    os.unlink(fifo)
+    os.rmdir(os.path.dirname(fifo))
+    cause = root_cause(list(tail))
+    if ended["error"] and not (cause and not cause.startswith("rank 0 ")):
+        out.write(ended["error"] + "\n")  # rank 0's own failure: its error is the job's
+        out.flush()
+    elif ended["error"]:
+        ended["how"] = None  # rank 0 failed because another rank died first: that one is named instead
+    return code, ended["how"], cause
 
 
 def events_stream() -> IO[str] | None:
-    """For a worker: where its events go (rank 0: the launcher's pipe; other ranks: nowhere), or None
+    """For a worker: where its events go (rank 0: the launcher's FIFO; other ranks: nowhere), or None
     when this process is not a worker."""
-    fd = os.environ.get(EVENTS_FD_ENV)
-    if fd is None or "LOCAL_RANK" not in os.environ:
+    fifo = os.environ.get(EVENTS_PATH_ENV)
+    if fifo is None or "LOCAL_RANK" not in os.environ:
         return None
+    with open(f"/tmp/mf-rank-{os.environ.get('RANK', '0')}.pid", "w", encoding="ascii") as fh:  # noqa: S108
+        fh.write(str(os.getpid()))  # which process is which rank, for `docker exec` (and the fault tests)
     if os.environ.get("RANK", "0") == "0":
-        return os.fdopen(int(fd), "w", buffering=1, encoding="utf-8")
-    os.close(int(fd))
+        return open(fifo, "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - the worker's event stream
     return open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - the worker's event stream, for its life
 
 

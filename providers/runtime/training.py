@@ -240,6 +240,9 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
 
     records = recipe.prepare_records(records, summary.format, tokenizer)
     train_records, eval_records = split_records(records, config.eval_split, config.seed)
+    from transformers import set_seed
+
+    set_seed(config.seed)  # the adapter's initial weights come from the seed too, not from what ran before
     model = provider.prepare_for_training(model, {**config.lora(), "task_type": recipe.peft_task_type, **recipe.lora_extra})
 
     stop_requested = {"flag": False}
