@@ -67,8 +67,9 @@ test-unit: venv model ## Run the tests that need no Docker engine
 bench: venv engine services model ## Benchmarks: container vs native, image sizes, rebuild times (table + bench-results/bench.json; BENCH_ARGS=--cold)
 	$(VENV)/bin/python bench/run.py --checkpoint "$$($(VENV)/bin/python scripts/make_hf_checkpoint.py)" $(BENCH_ARGS)
 
-gpu-bundle: venv engine ## Copy llama_cpp/ out of the gguf cuda image into .cache/gpu-bundle, for a GPU machine without Docker
-	$(VENV)/bin/python scripts/gguf_gpu_check.py --bundle .cache/gpu-bundle
+gpu-bundle: venv engine ## What a GPU machine without Docker needs for scripts/gpu-check.sh, in .gpu/ (ARCH=90-real)
+	$(VENV)/bin/python scripts/make_hf_checkpoint.py >/dev/null
+	$(VENV)/bin/python scripts/gpu_bundle.py --arch $(or $(ARCH),90-real)
 
 lint: venv ## ruff, mypy, hadolint (Dockerfiles), shellcheck (scripts), bandit (Python security)
 	$(VENV)/bin/ruff check providers orchestrator tests scripts bench

@@ -2,11 +2,16 @@
 taken out of the gguf cuda image, and print what a user would ask: the card, the layers offloaded,
 tokens/s on the GPU against the CPU on the same machine, and the answer.
 
-    python scripts/gguf_gpu_check.py --site BUNDLE/site-packages --model SmolLM2-135M-Instruct.Q4_1.gguf
+    python scripts/gguf_gpu_check.py --site .gpu/llama --model SmolLM2-135M-Instruct.Q4_1.gguf
+    python scripts/gguf_gpu_check.py --site .gpu/llama --random-like .gpu/model-files --converter .gpu/convert
 
-BUNDLE comes from `make gpu-bundle` (llama_cpp/ of the image, through `--bundle OUT` below, run where
-the image is). The CUDA 13 runtime and cuBLAS are
-loaded from the first nvidia/cu13/lib on sys.path (the bundle's, or a CUDA 13 torch's), since the
+The second form is for a GPU machine the 98 MB model cannot travel to (64 MiB here): a model of the same
+shape (FILES: config.json and the tokenizer) with seeded random weights, converted by llama.cpp's converter
+(DIR: what `mf export` uses) and quantized to Q4_1 by this build, so the speed is the demo model's and the
+text is noise (the CPU and the GPU are compared token by token instead).
+
+.gpu/ comes from `make gpu-bundle` (scripts/gpu_bundle.py; scripts/gpu-check.sh runs this there). The CUDA 13
+runtime and cuBLAS are loaded from the first nvidia/cu13/lib on sys.path (a CUDA 13 torch's), since the
 image's RUNPATH (/opt/venv/...) does not exist outside it.
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,46 +39,43 @@ def preload_cuda_libraries() -> str | None:
     return None
 
 
-def bundle(out: Path) -> int:
-    """Copy llama_cpp/ out of the gguf cuda image into OUT/site-packages (what travels to a GPU machine)."""
-    import io
-    import tarfile
+def random_gguf(files: Path, converter: Path) -> Path:
+    """A Q4_1 GGUF of ``files``' shape with seeded random weights (see the module's docstring)."""
+    import tempfile
 
-    sys.path.insert(0, str(ROOT))
-    from orchestrator import engine, images
+    import llama_cpp
 
-    tag = images.image_spec("gguf", "cuda").tag
-    if not engine.image_exists(tag):
-        print(f"{tag} is not built: run `make image-gguf FLAVOUR=cuda` first.", file=sys.stderr)
-        return 2
-    container = engine.client().containers.create(tag, entrypoint=["true"])
-    try:
-        stream, _ = container.get_archive("/opt/venv/lib/python3.11/site-packages/llama_cpp")
-        site = out / "site-packages"
-        site.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-            # tar filters came with Python 3.11.4; Debian 12's python3 is 3.11.2
-            tar.extractall(site, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # noqa: S202
-    finally:
-        container.remove(force=True)
-    size = sum(p.stat().st_size for p in (site / "llama_cpp").rglob("*") if p.is_file())
-    print(f"{site}/llama_cpp from {tag}: {size / 2**20:.0f} MiB")
-    return 0
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from gpu_train_check import make_model
+
+    work = Path(tempfile.mkdtemp(prefix="mf-gguf-"))
+    hf = make_model(files, work / "hf")
+    f16 = work / "model-f16.gguf"
+    env = {**os.environ, "PYTHONPATH": f"{converter / 'gguf-py'}{os.pathsep}{converter}", "NO_LOCAL_GGUF": ""}
+    subprocess.run([sys.executable, str(converter / "convert_hf_to_gguf.py"), str(hf), "--outfile", str(f16),
+                    "--outtype", "f16"], check=True, env=env, capture_output=True)
+    target = work / "model-q4_1.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1
+    if llama_cpp.llama_model_quantize(str(f16).encode(), str(target).encode(), params) != 0:
+        raise SystemExit("llama.cpp's quantizer failed")
+    return target
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, help="only copy llama_cpp/ out of the image into this folder")
     parser.add_argument("--site", type=Path, help="folder holding llama_cpp/ from the cuda image")
     parser.add_argument("--model", type=Path)
+    parser.add_argument("--random-like", type=Path, help="config.json and tokenizer of the model to imitate")
+    parser.add_argument("--converter", type=Path, help="llama.cpp's convert_hf_to_gguf.py and gguf-py (with --random-like)")
     parser.add_argument("--tokens", type=int, default=128)
     args = parser.parse_args()
-    if args.bundle:
-        return bundle(args.bundle)
-    if not args.site or not args.model:
-        parser.error("--site and --model are needed (or --bundle OUT)")
+    if not args.site or not (args.model or (args.random_like and args.converter)):
+        parser.error("--site and --model (or --random-like and --converter) are needed")
     sys.path[:0] = [str(args.site), str(ROOT)]
     cuda_lib = preload_cuda_libraries()
+    if args.random_like:
+        args.model = random_gguf(args.random_like, args.converter)
     from providers.builtin.gguf import GGUFProvider
 
     provider = GGUFProvider()
@@ -85,14 +88,19 @@ def main() -> int:
         runs[device_map] = {"device": provider.device_of(model), "backend": provider.backend_of(model),
                             "tokens_per_second": out["tokens_per_second"], "text": out["text"][:80]}
         del model
-    card = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                          capture_output=True, text=True, check=False).stdout.strip()
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from gpu_train_check import card as gpu_card
+
+    card = gpu_card()
     gpu, cpu = runs["auto"], runs["cpu"]
     print(json.dumps({
-        "card": card, "cuda_libraries": cuda_lib, "gpu": gpu, "cpu": cpu,
+        "card": card, "cuda_libraries": cuda_lib, "model": str(args.model), "weights": "random" if args.random_like
+        else "real", "gpu": gpu, "cpu": cpu,
         "gpu_vs_cpu": round(gpu["tokens_per_second"] / cpu["tokens_per_second"], 2),
+        "same_text_on_both": gpu["text"] == cpu["text"],
     }, indent=2))
-    return 0 if gpu["device"] == "cuda" and "Paris" in gpu["text"] else 1
+    answered = "Paris" in gpu["text"] if not args.random_like else bool(gpu["text"])
+    return 0 if gpu["device"] == "cuda" and answered else 1
 
 
 if __name__ == "__main__":

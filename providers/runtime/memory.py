@@ -15,7 +15,9 @@ class MemoryWatch:
       is copied and its file no longer needed): the working set training needs to run at speed;
     - ``peak_rss_bytes``: the kernel's peak RSS over the whole job, loading included;
     - in a container, ``cgroup_memory_peak_bytes``: its cgroup's peak (``memory.peak`` on cgroup v2,
-      ``memory.max_usage_in_bytes`` on v1), the page cache it read first included."""
+      ``memory.max_usage_in_bytes`` on v1), the page cache it read first included;
+    - on a GPU, ``gpu_peak_allocated_bytes``: the most this process's tensors held on its device at once
+      (PyTorch's allocator; what nvidia-smi shows is that plus the allocator's cache and CUDA's context)."""
 
     def __init__(self) -> None:
         import threading
@@ -57,4 +59,9 @@ class MemoryWatch:
                     break
                 except (OSError, ValueError, IndexError):
                     continue
+        import sys
+
+        torch = sys.modules.get("torch")  # never imported for this alone
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            peaks["gpu_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
         return peaks
