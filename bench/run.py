@@ -41,6 +41,8 @@ PARTS: dict[str, tuple[str, Callable[[argparse.Namespace], Any]]] = {
     "images": ("images", lambda args: image_builds.bench_images(args.cold)),
     "strategies": ("strategies", lambda args: training.bench_strategies(max(3, args.reps // 2),
                                                                          args.checkpoint.resolve())),
+    "distributed": ("distributed", lambda args: training.bench_distributed(max(3, args.reps // 2),
+                                                                           args.checkpoint.resolve())),
 }
 
 
@@ -55,6 +57,8 @@ def table(report: dict[str, Any]) -> str:
             lines += cluster.rows(tc["slurm"])
     if "strategies" in report:
         lines += training.strategy_rows(report["strategies"])
+    if "distributed" in report:
+        lines += training.distributed_rows(report["distributed"])
     cc = report.get("gguf_cuda_on_cpu")
     if cc:
         lines += generation.cuda_on_cpu_rows(cc)

@@ -124,3 +124,62 @@ def strategy_rows(st: dict[str, Any]) -> list[str]:
         lines.append(f"| QLoRA / LoRA {what} (MiB) | {mib('qlora', key):.0f} | {mib('sft', key):.0f} | {ratio:.3f} | "
                      + (f"< 1 | {status(ratio, 1.0, False)} |" if targeted else "figure | |"))
     return lines
+
+
+#: in the huggingface image: the launch alone, torchrun's standalone rendezvous and a gloo process group of
+#: two ranks meeting at a barrier, against the same interpreter importing torch.distributed (what any run pays)
+_LAUNCH = r"""
+import json, statistics, subprocess, sys, time
+WORKER = "import torch.distributed as d; d.init_process_group('gloo'); d.barrier(); d.destroy_process_group()"
+open("/tmp/worker.py", "w").write(WORKER)
+plain = [sys.executable, "-c", "import torch.distributed"]
+launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr", "127.0.0.1",
+          "--nproc-per-node", "2", "--max-restarts", "0", "--monitor-interval", "0.5", "/tmp/worker.py"]
+runs = {"plain": [], "torchrun": []}
+for _ in range(int(sys.argv[1])):
+    for name, cmd in (("plain", plain), ("torchrun", launch)):
+        started = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        runs[name].append(time.perf_counter() - started)
+print(json.dumps(runs))
+"""
+
+
+def bench_distributed(reps: int, checkpoint: Path, steps: int = 12) -> dict[str, Any]:
+    """`--nproc 2` against one process on the same machine (samples/s, the same per-rank batch), and what
+    the launch itself costs inside the container (torchrun + c10d rendezvous + a gloo group of 2)."""
+    import json
+
+    from orchestrator import engine
+
+    tag = images.ensure(images.image_spec("huggingface", "cpu"), print)
+    out_raw = engine.client().containers.run(  # the container's own /tmp, a tmpfs
+        tag, entrypoint=["python", "-c", _LAUNCH, str(reps)], network_mode="none", remove=True,
+        environment={"HOME": "/tmp"}, tmpfs={"/tmp": "size=64m"})  # noqa: S108
+    launch = json.loads(out_raw.decode().strip().splitlines()[-1])
+    rates: dict[str, list[float]] = {"1": [], "2": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data, config, train = write_inputs(work, steps)
+        for rep in range(max(2, reps // 2)):
+            for nproc in ("1", "2"):
+                res = last_json(timed([sys.executable, "-m", "orchestrator", "run", "--provider", "huggingface",
+                                       "train", "--model", str(checkpoint), "--dataset", str(data), "--config",
+                                       str(config), "--output", str(work / f"run-{nproc}-{rep}"), "--json",
+                                       "--nproc", nproc], dict(os.environ))[1])
+                if res.get("event") != "result":
+                    raise SystemExit(f"--nproc {nproc} run failed: {res}")
+                rates[nproc].append(res["steps"] * train["batch_size"] * res["world_size"] / res["train_runtime"])
+    overhead = median(launch["torchrun"]) - median(launch["plain"])
+    return {"launch_s": launch, "launch_overhead_s": overhead, "samples_per_second": rates,
+            "ratio": median(rates["2"]) / median(rates["1"]), "steps": steps, "batch_per_rank": train["batch_size"]}
+
+
+def distributed_rows(d: dict[str, Any]) -> list[str]:
+    return [
+        f"| LoRA training, 2 ranks (--nproc 2) vs 1 process, SmolLM2 (samples/s) | {median(d['samples_per_second']['2']):.2f} | "
+        f"{median(d['samples_per_second']['1']):.2f} | {d['ratio']:.2f} | >= 1.5 | {status(d['ratio'], 1.5, True)} |",
+        f"| torchrun launch + rendezvous + gloo group of 2, in the container (s) | {median(d['launch_s']['torchrun']):.2f} | "
+        f"{median(d['launch_s']['plain']):.2f} | +{d['launch_overhead_s']:.2f} s | <= 3 s | "
+        f"{status(d['launch_overhead_s'], 3.0, False)} |",
+    ]

@@ -194,6 +194,18 @@ def check_output_space(request: JobRequest, config: TrainConfig, records: int) -
         )
 
 
+def distributed_options(request: JobRequest) -> dict[str, Any]:
+    """The spec's ``distributed`` options of a job of several ranks (the entrypoint launches them with
+    torchrun: providers/runtime/distributed.py); each node learns its own rank and the rendezvous host from
+    its scheduler. ``MF_RDZV_TIMEOUT`` shortens how long the first node waits for the others."""
+    if request.nproc * request.nodes <= 1:
+        return {}
+    dist: dict[str, Any] = {"nproc_per_node": request.nproc, "nnodes": request.nodes}
+    if request.nodes > 1 and os.environ.get("MF_RDZV_TIMEOUT", "").isdigit():
+        dist["rendezvous_timeout"] = int(os.environ["MF_RDZV_TIMEOUT"])
+    return {"distributed": dist}
+
+
 def local_inputs(request: JobRequest) -> Inputs:
     """The model, the extra mounts and (for train) the dataset as bind mounts of this machine's files, each
     checked; the HF cache and the output folder are mounted later, when the image is there."""
@@ -209,8 +221,7 @@ def local_inputs(request: JobRequest) -> Inputs:
         dataset = request.dataset.expanduser().resolve()
         inputs.mounts.append(Mount(str(dataset), f"{DATA_DIR}/{dataset.name}", read_only=True))
         inputs.options.update(dataset=f"{DATA_DIR}/{dataset.name}", resume=request.resume, overwrite=request.overwrite)
-        if request.nproc > 1:  # the entrypoint launches the ranks with torchrun (providers/runtime/distributed.py)
-            inputs.options["distributed"] = {"nproc_per_node": request.nproc, "nnodes": 1}
+        inputs.options.update(distributed_options(request))
     return inputs
 
 

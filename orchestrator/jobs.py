@@ -60,6 +60,8 @@ class JobRequest:
     detach: bool = False
     #: train: data-parallel ranks in the job's container (torchrun)
     nproc: int = 1
+    #: nodes of a multi-node training job (slurm, kubernetes); ``nproc`` ranks on each
+    nodes: int = 1
 
 
 def run_job(request: JobRequest, on_event: EventSink, on_build: Callable[[str], None],

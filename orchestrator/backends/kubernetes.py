@@ -14,10 +14,17 @@ environment -> env; pass_environment -> env from the Secret ``mf-hf-token`` (``k
 mf-hf-token --from-literal=HF_TOKEN=...``), never the value. Set per node, not per pod, and so recorded as
 annotations only: pids_limit (the kubelet's podPidsLimit) and ulimits (the container runtime's defaults).
 init: the runtime handles SIGTERM itself as PID 1. stop_on_stdin_eof: off; the Job's life is the cluster's.
+
+A training job on several nodes (``--nodes M``) is an Indexed Job (``completionMode: Indexed``, ``completions =
+parallelism = M``, ``backoffLimit: 0``: one failed pod fails the Job) and a headless Service of the same name:
+the pod's completion index is its node rank, and the rendezvous host is index 0's DNS name,
+``NAME-0.NAME``. The offline NetworkPolicy then lets the pods reach each other and the cluster's DNS, and
+nothing else. No operator is needed.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +47,10 @@ TOKEN_SECRET = "mf-hf-token"  # noqa: S105 - the Secret's name, not a secret
 #: the Kubernetes versions the manifests are validated against (kubernetes-validate --strict)
 VALIDATED_VERSIONS = ("1.30.0", "1.37.0")
 DEFAULT_TTL_SECONDS = 3600
+#: torchrun's c10d rendezvous port on the first pod of a multi-node job
+RENDEZVOUS_PORT = 29500
+#: the pod's completion index in an Indexed Job (its node rank)
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 Sink = Callable[[str], None]
 
 
@@ -126,6 +137,17 @@ def build_objects(plan: JobPlan, name: str, options: KubernetesOptions, spec_pat
     env = [k8s.V1EnvVar(name=key, value=value) for key, value in sorted(plan.environment.items())]
     env += [k8s.V1EnvVar(name=var, value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(
         name=TOKEN_SECRET, key=var, optional=True))) for var in plan.pass_environment]
+    nodes = int(((json.loads(plan.spec_json).get("options") or {}).get("distributed") or {}).get("nnodes", 1))
+    if nodes > 1:  # each pod's node rank, the rendezvous at index 0, this pod's address (see the docstring)
+        env += [
+            k8s.V1EnvVar(name="MF_NODE_RANK", value_from=k8s.V1EnvVarSource(field_ref=k8s.V1ObjectFieldSelector(
+                field_path=f"metadata.annotations['{INDEX_ANNOTATION}']"))),
+            k8s.V1EnvVar(name="MF_RDZV_HEAD", value=f"{name}-0.{name}"),
+            k8s.V1EnvVar(name="MF_RDZV_PORT", value=str(RENDEZVOUS_PORT)),
+            k8s.V1EnvVar(name="MF_RDZV_ID", value=name),
+            k8s.V1EnvVar(name="MF_LOCAL_ADDR", value_from=k8s.V1EnvVarSource(field_ref=k8s.V1ObjectFieldSelector(
+                field_path="status.podIP"))),
+        ]
     limits: dict[str, str] = {}
     if plan.memory:
         limits["memory"] = _quantity(plan.memory)
@@ -146,7 +168,7 @@ def build_objects(plan: JobPlan, name: str, options: KubernetesOptions, spec_pat
     )
     pod = k8s.V1PodSpec(
         restart_policy="Never", automount_service_account_token=False, containers=[container], volumes=volumes,
-        termination_grace_period_seconds=plan.stop_grace,
+        termination_grace_period_seconds=plan.stop_grace, subdomain=name if nodes > 1 else None,
         security_context=k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=uid, run_as_group=gid,
                                                   fs_group=gid, seccomp_profile=seccomp),
     )
@@ -155,6 +177,8 @@ def build_objects(plan: JobPlan, name: str, options: KubernetesOptions, spec_pat
         metadata=k8s.V1ObjectMeta(name=name, namespace=options.namespace, labels=labels, annotations=annotations),
         spec=k8s.V1JobSpec(
             backoff_limit=0, active_deadline_seconds=options.active_deadline_seconds,
+            completion_mode="Indexed" if nodes > 1 else None, completions=nodes if nodes > 1 else None,
+            parallelism=nodes if nodes > 1 else None,
             ttl_seconds_after_finished=options.ttl_seconds_after_finished,
             template=k8s.V1PodTemplateSpec(metadata=k8s.V1ObjectMeta(labels=labels), spec=pod)),
     )
@@ -163,13 +187,27 @@ def build_objects(plan: JobPlan, name: str, options: KubernetesOptions, spec_pat
         metadata=k8s.V1ObjectMeta(name=f"{name}-spec", namespace=options.namespace, labels=labels),
         data={spec_path.rsplit("/", 1)[1]: plan.spec_json})
     objects: list[Any] = [config_map, job]
+    selector = {"org.modelforge.job-name": name}
+    if nodes > 1:  # the pods' DNS names, NAME-INDEX.NAME, ready or not (the rendezvous comes before readiness)
+        objects.append(k8s.V1Service(
+            api_version="v1", kind="Service",
+            metadata=k8s.V1ObjectMeta(name=name, namespace=options.namespace, labels=labels),
+            spec=k8s.V1ServiceSpec(cluster_ip="None", selector=selector, publish_not_ready_addresses=True,
+                                   ports=[k8s.V1ServicePort(name="rendezvous", port=RENDEZVOUS_PORT)])))
     if plan.network == "none":
+        egress = []
+        if nodes > 1:  # the job's own pods (rendezvous, gloo/NCCL) and the cluster's DNS, nothing else
+            egress = [k8s.V1NetworkPolicyEgressRule(to=[k8s.V1NetworkPolicyPeer(
+                          pod_selector=k8s.V1LabelSelector(match_labels=selector))]),
+                      k8s.V1NetworkPolicyEgressRule(
+                          to=[k8s.V1NetworkPolicyPeer(namespace_selector=k8s.V1LabelSelector(
+                              match_labels={"kubernetes.io/metadata.name": "kube-system"}))],
+                          ports=[k8s.V1NetworkPolicyPort(protocol=proto, port=53) for proto in ("UDP", "TCP")])]
         objects.append(k8s.V1NetworkPolicy(
             api_version="networking.k8s.io/v1", kind="NetworkPolicy",
             metadata=k8s.V1ObjectMeta(name=f"{name}-no-egress", namespace=options.namespace, labels=labels),
-            spec=k8s.V1NetworkPolicySpec(
-                pod_selector=k8s.V1LabelSelector(match_labels={"org.modelforge.job-name": name}),
-                policy_types=["Egress"], egress=[])))
+            spec=k8s.V1NetworkPolicySpec(pod_selector=k8s.V1LabelSelector(match_labels=selector),
+                                         policy_types=["Egress"], egress=egress)))
     return objects
 
 
@@ -215,23 +253,27 @@ def _api_error(exc: Any, what: str) -> Exception:
 def submit(cluster: Any, objects: list[Any], namespace: str) -> None:
     from kubernetes.client.exceptions import ApiException
 
-    config_map, job, *policy = objects
+    config_map, job, *rest = objects
     try:
         cluster.core.create_namespaced_config_map(namespace, config_map)
-        for item in policy:
-            cluster.net.create_namespaced_network_policy(namespace, item)
+        for item in rest:  # the Service of a multi-node job, the NetworkPolicy of an offline one
+            create = (cluster.core.create_namespaced_service if item.kind == "Service"
+                      else cluster.net.create_namespaced_network_policy)
+            create(namespace, item)
         cluster.batch.create_namespaced_job(namespace, job)
     except ApiException as exc:
         raise _api_error(exc, f"create the job {job.metadata.name}") from None
 
 
 def delete(cluster: Any, name: str, namespace: str, wait_seconds: float = 60) -> None:
-    """Delete the Job (foreground: its pod goes first) and its ConfigMap and NetworkPolicy; wait for the pod."""
+    """Delete the Job (foreground: its pods go first) and its ConfigMap, Service and NetworkPolicy; wait for
+    the pods."""
     from kubernetes import client as k8s
     from kubernetes.client.exceptions import ApiException
 
     for call, target in ((cluster.batch.delete_namespaced_job, name),
                          (cluster.core.delete_namespaced_config_map, f"{name}-spec"),
+                         (cluster.core.delete_namespaced_service, name),
                          (cluster.net.delete_namespaced_network_policy, f"{name}-no-egress")):
         try:
             call(target, namespace, body=k8s.V1DeleteOptions(propagation_policy="Foreground"))
@@ -251,6 +293,9 @@ def _pod(cluster: Any, name: str, namespace: str, timeout: float) -> Any:
     while time.monotonic() < deadline:
         pods = cluster.core.list_namespaced_pod(namespace, label_selector=f"org.modelforge.job-name={name}").items
         for pod in pods:
+            index = (getattr(pod.metadata, "annotations", None) or {}).get(INDEX_ANNOTATION, "0")
+            if index != "0":  # a multi-node job's events come from its first pod
+                continue
             if pod.status.phase in ("Running", "Succeeded", "Failed"):
                 return pod
             waiting = [s.state.waiting for s in (pod.status.container_statuses or []) if s.state and s.state.waiting]
@@ -346,6 +391,9 @@ class KubernetesBackend(Backend):
             config = TrainConfig.parse(request.train)
             check_training_fits(request, config)  # the provider's tasks; the model's fit is checked in the job
             inputs.options["train"] = config.model_dump()
+            from ..checks import distributed_options
+
+            inputs.options.update(distributed_options(request))
             if not options.dataset or not options.output:
                 raise ConfigurationError("Training on Kubernetes needs --dataset and --output as pvc://CLAIM/PATH.",
                                          "Put them on PersistentVolumeClaims the job can mount.")

@@ -32,7 +32,7 @@ from .. import LABEL_PREFIX, cache_dir
 from ..outcome import Exit
 from ..plan import JobPlan, Mount
 from .base import Lines, LocalFilesBackend
-from .docker import run_command
+from .docker import run_args, run_command
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
             "DEADLINE"}
@@ -95,16 +95,23 @@ def new_job_dir() -> Path:
     return folder
 
 
+def nodes_of(plan: JobPlan) -> int:
+    """How many nodes the plan's job trains on (its spec's ``distributed`` options)."""
+    dist = (json.loads(plan.spec_json).get("options") or {}).get("distributed") or {}
+    return int(dist.get("nnodes", 1))
+
+
 def write_script(plan: JobPlan, folder: Path, options: SlurmOptions) -> Path:
     gres = options.gpus or (1 if plan.gpus else None)
+    nodes = nodes_of(plan)
     header = [
         "#!/bin/bash",
         f"#SBATCH --job-name=mf-{plan.labels.get('org.modelforge.provider', 'job')}-"
         f"{plan.labels.get('org.modelforge.action', 'run')}",
         f"#SBATCH --output={folder}/slurm-%j.out",
         f"#SBATCH --comment={COMMENT_PREFIX}{folder}",
-        "#SBATCH --nodes=1",
-        "#SBATCH --ntasks=1",
+        f"#SBATCH --nodes={nodes}",
+        "#SBATCH --ntasks-per-node=1" if nodes > 1 else "#SBATCH --ntasks=1",
         f"#SBATCH --cpus-per-task={plan.cpus or 1}",
     ]
     if options.partition:
@@ -115,6 +122,12 @@ def write_script(plan: JobPlan, folder: Path, options: SlurmOptions) -> Path:
         header.append(f"#SBATCH --gres=gpu:{gres}")
     if plan.memory:
         header.append(f"#SBATCH --mem={_slurm_memory(plan.memory)}")
+    if nodes > 1:
+        body = _multi_node_body(plan, folder, nodes, bool(gres))
+        script = folder / "job.sbatch"
+        script.write_text("\n".join(header) + "\n" + body)
+        script.chmod(0o755)
+        return script
     run = run_command(plan, '"$name"', gpus_from_allocation=bool(gres), docker='"$docker"')
     body = f"""
 # Written by mf: runs the job's container on this node with the same flags as `mf run` on a workstation.
@@ -142,6 +155,81 @@ exit "$code"
     script.write_text("\n".join(header) + "\n" + body)
     script.chmod(0o755)
     return script
+
+
+def _multi_node_body(plan: JobPlan, folder: Path, nodes: int, gpus_from_allocation: bool) -> str:
+    """The batch script of a job on several nodes: one ``srun`` task per node runs that node's container on
+    the host's network (torchrun's rendezvous and gloo/NCCL use more ports than one), told its node rank,
+    the first node's address (the rendezvous host) and the port, which derives from the job id. The first
+    node's container writes the events; each node's stderr is kept apart. A node whose task fails ends the
+    step (``--kill-on-bad-exit``), and scancel stops every node's container."""
+    node_env = ["--env", 'MF_NODE_RANK="$SLURM_NODEID"', "--env", 'MF_RDZV_HEAD="$head_addr"',
+                "--env", 'MF_RDZV_PORT="$port"', "--env", 'MF_LOCAL_ADDR="$addr"', "--env", 'MF_NODES="$nodes"',
+                "--env", 'MF_RDZV_ID="$SLURM_JOB_ID"']
+    args = run_args(plan, '"$name"', gpus_from_allocation)
+    image_at = args.index(plan.run_image)
+    args[image_at:image_at] = node_env
+    run = " ".join(['"$docker"', *(a if a.startswith('"') or '="$' in a else shlex.quote(a) for a in args)])
+    scontrol, srun = _tool("scontrol"), _tool("srun")
+    node_script = f"""#!/bin/bash
+# Written by mf: one node's part of a multi-node job (srun runs it once on each node).
+set -u
+state={shlex.quote(str(folder))}
+name="mf-slurm-${{SLURM_JOB_ID}}-${{SLURM_NODEID}}"
+docker=${{MF_DOCKER:-docker}}
+addr=$({scontrol} show node "$SLURMD_NODENAME" | tr ' ' '\\n' | sed -n 's/^NodeAddr=//p')
+stop() {{
+  "$docker" stop --time {plan.stop_grace} "$name" >/dev/null 2>&1 || true
+}}
+trap stop TERM INT
+events="$state/events.jsonl"
+[ "$SLURM_NODEID" = 0 ] || events="$state/events-node$SLURM_NODEID.jsonl"
+{run} >"$events" 2>"$state/stderr-node$SLURM_NODEID.log" &
+pid=$!
+# once this node's container runs, say so in the job folder (a rendezvous that times out names the nodes
+# whose container never started: an image pull that hangs, a node that cannot run Docker)
+(while kill -0 "$pid" 2>/dev/null; do
+   if "$docker" inspect "$name" >/dev/null 2>&1; then touch "$state/job/nodes/$SLURMD_NODENAME"; exit 0; fi
+   sleep 0.5
+ done) &
+code=0
+wait "$pid" || code=$?
+while kill -0 "$pid" 2>/dev/null; do
+  wait "$pid" || code=$?
+done
+"$docker" rm --force "$name" >/dev/null 2>&1 || true
+echo "$code" >"$state/exit_code-node$SLURM_NODEID"
+exit "$code"
+"""
+    (folder / "node.sh").write_text(node_script)
+    (folder / "node.sh").chmod(0o755)
+    return f"""
+# Written by mf: {nodes} nodes, one container each (node.sh beside this script), ranks joined by torchrun.
+set -u
+state={shlex.quote(str(folder))}
+head=$({scontrol} show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+head_addr=$({scontrol} show node "$head" | tr ' ' '\\n' | sed -n 's/^NodeAddr=//p')
+nodes=$({scontrol} show hostnames "$SLURM_JOB_NODELIST" | paste -sd, -)
+port=$((20000 + SLURM_JOB_ID % 20000))
+export head_addr nodes port
+mkdir -p "$state/job/nodes"
+{srun} --nodes={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 --export=ALL "$state/node.sh" &
+step=$!
+trap 'kill -TERM "$step" 2>/dev/null' TERM INT
+code=0
+wait "$step" || code=$?
+while kill -0 "$step" 2>/dev/null; do
+  wait "$step" || code=$?
+done
+head_code=$(cat "$state/exit_code-node0" 2>/dev/null || echo "$code")
+for log in "$state"/stderr-node*.log; do
+  n=${{log##*stderr-node}}
+  sed "s/^/[node ${{n%.log}}] /" "$log"
+done >"$state/stderr.log" 2>/dev/null
+[ "$head_code" = 0 ] && [ "$code" != 0 ] && head_code=$code
+echo "$head_code" >"$state/exit_code"
+exit "$head_code"
+"""
 
 
 def _slurm_memory(docker_memory: str) -> str:
@@ -281,6 +369,8 @@ class SlurmBackend(LocalFilesBackend):
         # no mf process owns the container (a detached job outlives mf): the local orphan reaper leaves it alone
         plan.labels.pop(f"{LABEL_PREFIX}.owner-pid", None)
         plan.labels[f"{LABEL_PREFIX}.backend"] = "slurm"
+        if nodes_of(plan) > 1:
+            plan.network = "host"  # torchrun's rendezvous and gloo/NCCL between the nodes' containers
         return plan
 
     def submit(self, plan: JobPlan, output: Path | None) -> str:

@@ -43,7 +43,10 @@ def _prompt(value: str | None) -> str | None:
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
               help="With train: sft (LoRA), qlora (LoRA on a 4-bit base), dpo (preference pairs; rlhf is DPO too).")
 @click.option("--nproc", type=click.IntRange(1, 256), default=None, metavar="N",
-              help="With train: N data-parallel ranks in the job's container (torchrun; gloo on the CPU, NCCL on GPUs).")
+              help="With train: N data-parallel ranks in the job's container (torchrun; gloo on the CPU, NCCL on GPUs). "
+                   "Default: one per GPU given as a count (--gpus N), else 1.")
+@click.option("--nodes", type=click.IntRange(1, 1024), default=None, metavar="M",
+              help="With train on --backend slurm or kubernetes: M nodes, --nproc ranks on each (one container per node).")
 @click.option("--resume", is_flag=True, help="With train: continue from the last complete checkpoint in --output.")
 @click.option("--overwrite", is_flag=True, help="With train: replace a finished run in --output.")
 @click.option("--online", is_flag=True, help="Give the container network access (hub downloads; HF_TOKEN).")
@@ -67,7 +70,8 @@ def _prompt(value: str | None) -> str | None:
 @json_option
 def run_command(provider: str, action: str, model: str, model_class: str | None, prompt: str | None,
                 max_new_tokens: int, temperature: float, config_file: Path | None, output_arg: str | None,
-                dataset_arg: str | None, task: str | None, strategy: str | None, nproc: int | None, resume: bool,
+                dataset_arg: str | None, task: str | None, strategy: str | None, nproc: int | None, nodes: int | None,
+                resume: bool,
                 overwrite: bool,
                 online: bool, gpus: str | None,
                 memory: str | None, registry: str | None, force_build: bool, backend: str, partition: str | None,
@@ -81,6 +85,7 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
     mf run --provider huggingface train --model ./smollm2-hf --dataset data.jsonl --output ./run1 --config job.json
     mf run -p huggingface train --model ./smollm2-hf --dataset prefs.jsonl --output ./run2 --strategy dpo
     mf run -p huggingface train --model ./t5 --dataset docs.jsonl --output ./run3 --task summarization
+    mf run --backend slurm -p huggingface train ... --nodes 2 --gpus 4 --output /shared/run4
 
     A --config file is JSON: {"provider_config": {...}, "model_class": "...", "train": {"max_steps": 10, ...}}.
     """
@@ -115,11 +120,13 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
                      quantization_config=config.quantization_config)
     if config is not None and config.dataset and not dataset_arg and action == "train":
         dataset_arg = config.dataset  # a ModelForge config names its dataset
-    if nproc is not None and action != "train":
-        raise click.UsageError("--nproc goes with the train action")
-    if nproc is not None and nproc > 1 and backend != "docker":
-        raise click.UsageError(f"--nproc runs ranks in one container on the docker backend; {backend} runs one "
-                               "process per job for now")
+    if (nproc is not None or nodes is not None) and action != "train":
+        raise click.UsageError("--nproc and --nodes go with the train action")
+    if nodes is not None and nodes > 1 and backend == "docker":
+        raise click.UsageError("--nodes needs a cluster (--backend slurm or kubernetes); on this machine, "
+                               "--nproc N runs N ranks in one container")
+    if nproc is None and action == "train" and gpus is not None and gpus.isdigit() and int(gpus) > 1:
+        nproc = int(gpus)  # one rank per GPU
     if task or strategy:
         if action != "train":
             raise click.UsageError("--task and --strategy go with the train action")
@@ -152,6 +159,7 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
         backend_options=backend_options,
         detach=detach,
         nproc=nproc or 1,
+        nodes=nodes or 1,
         **extra,
     )
     renderer = renderer_for(as_json)

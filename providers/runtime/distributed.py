@@ -66,12 +66,49 @@ def world() -> World:
                  nodes=max(1, size // max(1, local_size)))
 
 
+#: what one node's container is told by its scheduler (the spec is the same file on every node)
+NODE_ENVIRONMENT = {"node_rank": "MF_NODE_RANK", "head": "MF_RDZV_HEAD", "port": "MF_RDZV_PORT",
+                    "local_addr": "MF_LOCAL_ADDR", "nodes": "MF_NODES", "job_id": "MF_RDZV_ID"}
+#: where each node's script leaves a file named after the node when it starts its container (the job
+#: folder, shared by the nodes): a rendezvous that times out names the nodes that never did
+NODES_STARTED_DIR = "/job/nodes"
+
+
 def requested(options: dict[str, Any]) -> dict[str, Any] | None:
-    """The spec's ``distributed`` options when they ask for more than one process, else None."""
-    dist = options.get("distributed") or {}
-    if int(dist.get("nproc_per_node", 1)) * int(dist.get("nnodes", 1)) > 1:
-        return dict(dist)
-    return None
+    """The spec's ``distributed`` options when they ask for more than one process, else None; on a node of
+    a multi-node job, with what its scheduler said about this node (``NODE_ENVIRONMENT``)."""
+    dist = dict(options.get("distributed") or {})
+    if int(dist.get("nproc_per_node", 1)) * int(dist.get("nnodes", 1)) <= 1:
+        return None
+    for key, variable in NODE_ENVIRONMENT.items():
+        if os.environ.get(variable):
+            dist[key] = os.environ[variable]
+    if int(dist.get("nnodes", 1)) > 1 and ("node_rank" not in dist or "head" not in dist):
+        from ..errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"This job trains on {dist['nnodes']} nodes, but this container was not told its node rank and the "
+            "rendezvous host (MF_NODE_RANK, MF_RDZV_HEAD).",
+            "Start multi-node jobs with mf run --nodes N on the slurm or kubernetes backend.")
+    return dist
+
+
+def rendezvous_failure(dist: dict[str, Any], started_dir: str = NODES_STARTED_DIR) -> str:
+    """What to say when the nodes did not all join within the rendezvous timeout: the nodes whose
+    container never started, where the job folder says."""
+    timeout = int(dist.get("rendezvous_timeout", RENDEZVOUS_TIMEOUT_S))
+    where = f"{dist.get('head')}:{dist.get('port')}"
+    expected = [n for n in str(dist.get("nodes") or "").split(",") if n]
+    try:
+        started = set(os.listdir(started_dir))
+    except OSError:
+        started = None
+    missing = [n for n in expected if started is not None and n not in started]
+    if missing:
+        return (f"the rendezvous at {where} timed out after {timeout} s: node{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(missing)} never started {'their' if len(missing) > 1 else 'its'} container")
+    return (f"the rendezvous at {where} timed out after {timeout} s: not all {dist.get('nnodes')} nodes joined "
+            f"(this is node {dist.get('node_rank')})")
 
 
 def torchrun_command(dist: dict[str, Any], spec_path: str) -> list[str]:
@@ -87,7 +124,8 @@ def torchrun_command(dist: dict[str, Any], spec_path: str) -> list[str]:
         node_rank = int(dist["node_rank"])
         cmd += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
                 "--rdzv-endpoint", f"{dist['head']}:{dist['port']}", "--rdzv-id", str(dist.get("job_id", "mf")),
-                "--rdzv-conf", f"is_host={'true' if node_rank == 0 else 'false'},join_timeout={RENDEZVOUS_TIMEOUT_S}"]
+                "--rdzv-conf", f"is_host={'true' if node_rank == 0 else 'false'},"
+                f"join_timeout={int(dist.get('rendezvous_timeout', RENDEZVOUS_TIMEOUT_S))}"]
         if dist.get("local_addr"):
             cmd += ["--local-addr", str(dist["local_addr"])]
     return [*cmd, "-m", "providers.runtime", spec_path]
@@ -199,6 +237,8 @@ def launch(dist: dict[str, Any], spec_path: str, out: IO[str]) -> tuple[int, str
     os.unlink(fifo)
     os.rmdir(os.path.dirname(fifo))
     cause = root_cause(list(tail))
+    if cause is None and any("RendezvousTimeoutError" in line for line in tail):
+        cause = rendezvous_failure(dist)
     if ended["error"] and not (cause and not cause.startswith("rank 0 ")):
         out.write(ended["error"] + "\n")  # rank 0's own failure: its error is the job's
         out.flush()

@@ -85,6 +85,11 @@ def _launch(dist: dict[str, Any], spec_path: Path, out: Any, events: EventWriter
     if how is not None and how != "result":
         return EXIT_CODES.get(how, 1)
     why = cause or f"torchrun exited with {code}"
+    if why.startswith("the rendezvous"):
+        events.error("container", f"{job.provider} {job.action}: {why}.",
+                     "Each node needs the image and the shared folders, and must reach the first node's address "
+                     "(the containers use the host's network); the scheduler's log says why a node did not start.")
+        return EXIT_CODES["container"]
     hint = ("Signal 9 is often the kernel's OOM killer: give the job more memory (--memory) or fewer ranks "
             "(--nproc). The container's stderr has every rank's output." if "Signal 9" in why or "-9" in why
             else "The container's stderr has every rank's output (set MF_DEBUG=1 to see tracebacks).")

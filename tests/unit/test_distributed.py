@@ -4,14 +4,18 @@ torchrun's failure summary read back as one phrase, and a checkpoint of several 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from orchestrator.backends.slurm import SlurmOptions, write_script
 from orchestrator.cli import cli
+from orchestrator.plan import JobPlan
+from providers.errors import ConfigurationError
 from providers.runtime.checkpoints import checkpoint_problem
-from providers.runtime.distributed import requested, root_cause, torchrun_command, world
+from providers.runtime.distributed import rendezvous_failure, requested, root_cause, torchrun_command, world
 
 SUMMARY = """
 ============================================================
@@ -85,10 +89,59 @@ def test_a_checkpoint_missing_a_ranks_state_is_not_whole(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("args, message", [
-    (["load", "--model", "m", "--nproc", "2"], "--nproc goes with the train action"),
-    (["train", "--model", "m", "--nproc", "2", "--backend", "slurm"], "slurm runs one process per job for now"),
+    (["load", "--model", "m", "--nproc", "2"], "--nproc and --nodes go with the train action"),
+    (["train", "--model", "m", "--nodes", "2"], "--nodes needs a cluster (--backend slurm or kubernetes)"),
+    (["train", "--model", "m", "--nproc", "2", "--backend", "kubernetes"], "not supported on --backend kubernetes"),
     (["train", "--model", "m", "--nproc", "0"], "0 is not in the range 1<=x<=256"),
 ])
 def test_nproc_is_checked_when_the_line_is_parsed(args: list[str], message: str) -> None:
     res = CliRunner().invoke(cli, ["run", "-p", "huggingface", *args])
     assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_each_node_learns_its_rank_and_the_rendezvous_from_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = {"distributed": {"nproc_per_node": 1, "nnodes": 2, "rendezvous_timeout": 20}}
+    with pytest.raises(ConfigurationError, match="was not told its node rank"):
+        requested(spec)
+    for name, value in {"MF_NODE_RANK": "1", "MF_RDZV_HEAD": "10.0.0.1", "MF_RDZV_PORT": "20042",
+                        "MF_LOCAL_ADDR": "10.0.0.2", "MF_NODES": "gpu1,gpu2", "MF_RDZV_ID": "42"}.items():
+        monkeypatch.setenv(name, value)
+    dist = requested(spec)
+    assert dist is not None and dist["node_rank"] == "1" and dist["nodes"] == "gpu1,gpu2"
+    cmd = torchrun_command(dist, "/job/spec.json")
+    assert cmd[cmd.index("--rdzv-endpoint") + 1] == "10.0.0.1:20042" and cmd[cmd.index("--rdzv-id") + 1] == "42"
+    assert cmd[cmd.index("--rdzv-conf") + 1] == "is_host=false,join_timeout=20"
+
+
+def test_a_rendezvous_that_times_out_names_the_nodes_that_never_started(tmp_path: Path) -> None:
+    dist = {"nnodes": 3, "node_rank": "0", "head": "10.0.0.1", "port": "20042", "nodes": "n1,n2,n3",
+            "rendezvous_timeout": 20}
+    (tmp_path / "n1").touch()
+    assert rendezvous_failure(dist, str(tmp_path)) == ("the rendezvous at 10.0.0.1:20042 timed out after 20 s: "
+                                                       "nodes n2, n3 never started their container")
+    (tmp_path / "n3").touch()
+    assert rendezvous_failure(dist, str(tmp_path)).endswith("node n2 never started its container")
+    (tmp_path / "n2").touch()  # every container started: one of them could not reach the head
+    assert rendezvous_failure(dist, str(tmp_path)).endswith("not all 3 nodes joined (this is node 0)")
+
+
+def test_the_multi_node_batch_script_is_valid_bash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What sbatch runs: one srun task per node, each node's container on the host's network and told its
+    rank; `bash -n` checks both scripts' syntax."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("scontrol", "srun"):
+        (bin_dir / tool).write_text("#!/bin/sh\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("MF_SLURM_BIN", str(bin_dir))
+    spec = json.dumps({"options": {"distributed": {"nproc_per_node": 2, "nnodes": 2}}})
+    plan = JobPlan(image="modelforge/huggingface:cpu-abc", command=["/job/spec.json"], spec_json=spec, mounts=[],
+                   environment={}, user="1000:1000", network="host")
+    script = write_script(plan, tmp_path, SlurmOptions())
+    text, node = script.read_text(), (tmp_path / "node.sh").read_text()
+    assert "#SBATCH --nodes=2" in text and "#SBATCH --ntasks-per-node=1" in text
+    assert f"{bin_dir}/srun --nodes=2 --ntasks-per-node=1 --kill-on-bad-exit=1" in text
+    assert "--network host" in node and '--env MF_NODE_RANK="$SLURM_NODEID"' in node
+    assert node.index("MF_RDZV_ID") < node.index("modelforge/huggingface:cpu-abc")
+    for path in (script, tmp_path / "node.sh"):
+        assert subprocess.run(["bash", "-n", str(path)], capture_output=True, check=False).returncode == 0

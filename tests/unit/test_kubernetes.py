@@ -51,6 +51,53 @@ def test_every_manifest_validates_strictly(action: str, gpus: str | None, online
         kubernetes_validate.validate(obj, version, strict=True)  # raises on any unknown or malformed field
 
 
+def _nodes_plan(nodes: int, gpus: str | None) -> JobPlan:
+    plan = _plan("train", gpus)
+    per_node = int(gpus) if gpus else 1
+    plan.spec_json = ('{"provider": "huggingface", "options": {"distributed": '
+                      f'{{"nproc_per_node": {per_node}, "nnodes": {nodes}}}}}}}')
+    return plan
+
+
+@pytest.mark.parametrize("nodes", [1, 2, 4])
+@pytest.mark.parametrize("gpus", [None, "8"])
+@pytest.mark.parametrize("version", k8s.VALIDATED_VERSIONS)
+def test_a_multi_node_job_is_an_indexed_job_and_a_headless_service(nodes: int, gpus: str | None, version: str) -> None:
+    """--nodes M: completions = parallelism = M, the completion index is MF_NODE_RANK, the rendezvous is
+    index 0's DNS name through the headless Service, and the offline NetworkPolicy lets the pods reach each
+    other and DNS only. Strictly valid, and still Pod Security "restricted" (checked below for every case)."""
+    name = "mf-hf-train-abc123"
+    objects = k8s.to_dicts(k8s.build_objects(_nodes_plan(nodes, gpus), name, k8s.KubernetesOptions()))
+    for obj in objects:
+        kubernetes_validate.validate(obj, version, strict=True)
+    kinds = [o["kind"] for o in objects]
+    job = objects[1]
+    pod = job["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    if nodes == 1:
+        assert kinds == ["ConfigMap", "Job", "NetworkPolicy"] and "completionMode" not in job["spec"]
+        assert "MF_NODE_RANK" not in env and "subdomain" not in pod
+        return
+    assert kinds == ["ConfigMap", "Job", "Service", "NetworkPolicy"]
+    assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"],
+            job["spec"]["backoffLimit"]) == ("Indexed", nodes, nodes, 0)
+    assert pod["subdomain"] == name
+    assert env["MF_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']")
+    assert env["MF_RDZV_HEAD"]["value"] == f"{name}-0.{name}" and env["MF_RDZV_PORT"]["value"] == "29500"
+    assert env["MF_LOCAL_ADDR"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    service = objects[2]["spec"]
+    assert service["clusterIP"] == "None" and service["publishNotReadyAddresses"] is True
+    assert service["selector"] == {"org.modelforge.job-name": name}
+    egress = objects[3]["spec"]["egress"]
+    assert egress[0]["to"] == [{"podSelector": {"matchLabels": {"org.modelforge.job-name": name}}}]
+    assert {p["port"] for p in egress[1]["ports"]} == {53} and "ports" not in egress[0]
+    if gpus:
+        assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    _, restricted_job, *_ = objects
+    assert restricted_job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
 @pytest.mark.parametrize(("action", "gpus", "online"), CASES)
 def test_the_pod_meets_pod_security_restricted(action: str, gpus: str | None, online: bool) -> None:
     _, job, *policy = k8s.to_dicts(k8s.build_objects(_plan(action, gpus, online), "mf-x", k8s.KubernetesOptions()))
@@ -125,6 +172,7 @@ class FakeCluster:
         self.core = SimpleNamespace(
             create_namespaced_config_map=self._rec("create_config_map"),
             delete_namespaced_config_map=self._rec("delete_config_map"),
+            create_namespaced_service=self._rec("create_service"), delete_namespaced_service=self._rec("delete_service"),
             list_namespaced_pod=self._list_pods, read_namespaced_pod_log=self._read_log,
             read_namespaced_pod=self._read_pod)
         self.batch = SimpleNamespace(create_namespaced_job=self._create_job, delete_namespaced_job=self._delete_job)
