@@ -91,7 +91,7 @@ def test_a_checkpoint_missing_a_ranks_state_is_not_whole(tmp_path: Path) -> None
 @pytest.mark.parametrize("args, message", [
     (["load", "--model", "m", "--nproc", "2"], "--nproc and --nodes go with the train action"),
     (["train", "--model", "m", "--nodes", "2"], "--nodes needs a cluster (--backend slurm or kubernetes)"),
-    (["train", "--model", "m", "--nproc", "2", "--backend", "kubernetes"], "not supported on --backend kubernetes"),
+    (["validate", "--model", "m", "--nodes", "2", "--backend", "slurm"], "--nproc and --nodes go with the train action"),
     (["train", "--model", "m", "--nproc", "0"], "0 is not in the range 1<=x<=256"),
 ])
 def test_nproc_is_checked_when_the_line_is_parsed(args: list[str], message: str) -> None:
