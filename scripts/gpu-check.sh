@@ -7,7 +7,7 @@ set -u
 out=${OUT:-gpu-check}
 mkdir -p "$out"
 site=$(mktemp -d)
-tar -xJf .gpu/site.tar.xz -C "$site" || exit 2
+python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' .gpu/site.tar.xz "$site" || exit 2
 export PYTHONPATH="$site" PYTHONUNBUFFERED=1
 nvidia-smi >"$out/nvidia-smi.txt" 2>&1
 python3 -c 'import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0))'
@@ -19,5 +19,10 @@ python3 scripts/gpu_train_check.py --model-files .gpu/model-files --out "$out/tr
 train=$?
 echo "train check: exit $train"
 cp "$out/train/gpu_train.json" "$out/" 2>/dev/null
-tar -czf "$out/logs.tar.gz" -C "$out" train gguf_gpu.stderr.txt && rm -rf "$out/train" "$out/gguf_gpu.stderr.txt"
+python3 -c '
+import sys, tarfile
+with tarfile.open(sys.argv[1], "w:gz") as tar:
+    for name in sys.argv[3:]:
+        tar.add(sys.argv[2] + "/" + name, name)
+' "$out/logs.tar.gz" "$out" train gguf_gpu.stderr.txt && rm -rf "$out/train" "$out/gguf_gpu.stderr.txt"
 [ "$gguf" = 0 ] && [ "$train" = 0 ]

@@ -33,12 +33,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 #: the unsloth image's packages that a GPU machine's PyTorch image (torch, transformers, accelerate, peft's
-#: deps, numpy, pandas, pyarrow...) does not have, plus llama-cpp-python's diskcache
+#: deps, numpy, pandas, pyarrow...) does not have, plus llama-cpp-python's diskcache and gguf (the gguf
+#: provider reads headers with it)
 PACKAGES = ("annotated-types", "bitsandbytes", "cut-cross-entropy", "datasets", "diffusers", "dill",
             "docstring-parser", "hf-transfer", "importlib-metadata", "lazy-importer", "msgspec", "multiprocess",
             "nest-asyncio", "peft", "pydantic", "pydantic-core", "structlog", "trl", "typeguard",
             "typing-inspection", "tyro", "tzdata", "unsloth", "unsloth-zoo")
-EXTRA = {"diskcache": ROOT / "images" / "gguf" / "requirements.cpu.txt"}
+EXTRA = {"diskcache": ROOT / "images" / "gguf" / "requirements.cpu.txt",
+         "gguf": ROOT / "images" / "gguf" / "requirements.cpu.txt"}
 SITE_PACKAGES = "/opt/venv/lib/python3.11/site-packages"
 
 
