@@ -2,15 +2,15 @@
 taken out of the gguf cuda image, and print what a user would ask: the card, the layers offloaded,
 tokens/s on the GPU against the CPU on the same machine, and the answer.
 
-    python scripts/gguf_gpu_check.py --site .gpu/llama --model SmolLM2-135M-Instruct.Q4_1.gguf
-    python scripts/gguf_gpu_check.py --site .gpu/llama --random-like .gpu/model-files --converter .gpu/convert
+    python scripts/gguf_gpu_check.py --site SITE --model SmolLM2-135M-Instruct.Q4_1.gguf
+    python scripts/gguf_gpu_check.py --site SITE --random-like .gpu/model-files --converter .gpu/convert
 
 The second form is for a GPU machine the 98 MB model cannot travel to (64 MiB here): a model of the same
 shape (FILES: config.json and the tokenizer) with seeded random weights, converted by llama.cpp's converter
 (DIR: what `mf export` uses) and quantized to Q4_1 by this build, so the speed is the demo model's and the
 text is noise (the CPU and the GPU are compared token by token instead).
 
-.gpu/ comes from `make gpu-bundle` (scripts/gpu_bundle.py; scripts/gpu-check.sh runs this there). The CUDA 13
+SITE holds llama_cpp/ (.gpu/llama.tar.xz from `make gpu-bundle`, unpacked; scripts/gpu-check.sh runs this there). The CUDA 13
 runtime and cuBLAS are loaded from the first nvidia/cu13/lib on sys.path (a CUDA 13 torch's), since the
 image's RUNPATH (/opt/venv/...) does not exist outside it.
 """

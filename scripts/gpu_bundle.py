@@ -1,7 +1,7 @@
 """What travels to a GPU machine that has no Docker (a Python with a CUDA torch, nothing to download from),
 for scripts/gpu-check.sh there: the providers' code is the checkout itself; this adds, under OUT (.gpu/):
 
-- ``llama/llama_cpp/``: llama-cpp-python with the CUDA backend, copied out of an image of the gguf cuda recipe
+- ``llama.tar.xz``: llama-cpp-python with the CUDA backend, copied out of an image of the gguf cuda recipe
   (its runtime image, or the builder stage of a build for one architecture: the four-architecture backend is
   110 MB and a GPU machine here takes 64 MiB in all);
 - ``site.tar.xz``: the Python packages the training providers need beyond such a machine's torch and
@@ -93,25 +93,27 @@ def llama_builder(arch: str) -> str:
 
 
 def llama(out: Path, image: str) -> None:
+    """``llama.tar.xz``: llama_cpp/ of ``image``, without the links into the image's CUDA wheels (the
+    machine's CUDA 13 torch brings those libraries; gguf_gpu_check.py loads them first)."""
     from orchestrator import engine
 
     container = engine.client().containers.create(image, entrypoint=["true"])
     try:
         stream, _ = container.get_archive(f"{SITE_PACKAGES}/llama_cpp")
+        data = b"".join(stream)
     finally:
         container.remove(force=True)
-    target = out / "llama"
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-        # tar filters came with Python 3.11.4; Debian 12's python3 is 3.11.2
-        tar.extractall(target, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # noqa: S202
-    lib = target / "llama_cpp" / "lib"
-    for path in lib.iterdir():  # links into the image's CUDA wheels, which the machine's torch brings instead
-        if path.is_symlink() and not path.exists():
-            path.unlink()
-    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file() and not p.is_symlink())
-    print(f"{target}/llama_cpp from {image}: {size / 2**20:.0f} MiB")
+    with tempfile.TemporaryDirectory(prefix="mf-gpu-llama-") as tmp:
+        target = Path(tmp)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            # tar filters came with Python 3.11.4; Debian 12's python3 is 3.11.2
+            tar.extractall(target, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # noqa: S202
+        for path in (target / "llama_cpp" / "lib").iterdir():
+            if path.is_symlink() and not path.exists():
+                path.unlink()
+        with tarfile.open(out / "llama.tar.xz", "w:xz") as tar:
+            tar.add(target / "llama_cpp", arcname="llama_cpp")
+    print(f"{out / 'llama.tar.xz'} from {image}: {(out / 'llama.tar.xz').stat().st_size / 2**20:.1f} MiB")
 
 
 def model_files(out: Path) -> None:

@@ -1,5 +1,5 @@
 """The gguf cuda image's llama.cpp on a real GPU, run natively (GPU machines here have no Docker):
-`make gpu-bundle` takes llama_cpp/ out of the image into .gpu/llama; MF_GGUF_CUDA_SITE points at it there."""
+`make gpu-bundle` takes llama_cpp/ out of the image (.gpu/llama.tar.xz); MF_GGUF_CUDA_SITE names the folder it unpacks to."""
 
 from __future__ import annotations
 
