@@ -74,6 +74,10 @@ def main() -> int:
         parser.error("--site and --model (or --random-like and --converter) are needed")
     sys.path[:0] = [str(args.site), str(ROOT)]
     cuda_lib = preload_cuda_libraries()
+    import llama_cpp
+
+    print(f"CUDA libraries from {cuda_lib}; llama.cpp GPU offload: {bool(llama_cpp.llama_supports_gpu_offload())}",
+          file=sys.stderr)
     if args.random_like:
         args.model = random_gguf(args.random_like, args.converter)
     from providers.builtin.gguf import GGUFProvider
@@ -81,7 +85,7 @@ def main() -> int:
     provider = GGUFProvider()
     tokenizer = provider.load_tokenizer(str(args.model))
     runs = {}
-    for device_map in ("auto", "cpu"):
+    for device_map in ("cpu", "auto"):  # the CPU first: a file the CPU cannot load says nothing about the GPU
         model = provider.load_model(str(args.model), "AutoModelForCausalLM", device_map=device_map)
         provider.generate(model, tokenizer, PROMPT, max_new_tokens=8, temperature=0)  # warm-up
         out = provider.generate(model, tokenizer, PROMPT, max_new_tokens=args.tokens, temperature=0)

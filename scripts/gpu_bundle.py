@@ -68,6 +68,8 @@ def site(out: Path, python: str) -> None:
         for lib in (target / "bitsandbytes").glob("libbitsandbytes_*.so"):
             if not lib.name.endswith(("_cuda130.so", "_cpu.so")):
                 lib.unlink()
+        # the providers register through modelforge's entry points: its metadata, without installing it
+        shutil.copytree(ROOT / "modelforge.egg-info", target / "modelforge.egg-info")
         with tarfile.open(out / "site.tar.xz", "w:xz") as tar:
             tar.add(target, arcname=".")
     print(f"{out / 'site.tar.xz'}: {(out / 'site.tar.xz').stat().st_size / 2**20:.1f} MiB ({len(wanted)} packages)")

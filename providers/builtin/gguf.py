@@ -195,6 +195,7 @@ class GGUFProvider(BaseProvider):
         # With backends built as modules (the cuda image), this loads them: CUDA only where a driver is.
         gpu = device_map != "cpu" and bool(llama_cpp.llama_supports_gpu_offload())
         logger.info("loading %s with llama.cpp on the %s", path.name, "GPU" if gpu else "CPU")
+        log: list[str] = []
         try:
             with _llama_log(llama_cpp) as log:
                 model = llama_cpp.Llama(
@@ -207,7 +208,12 @@ class GGUFProvider(BaseProvider):
                     verbose=False,
                 )
         except ValueError as exc:
-            raise ModelAccessError(f"llama.cpp could not load {path.name}: {exc}", "Check the file.") from None
+            # llama.cpp says why in its log (an out-of-memory GPU, a bad tensor), not in the exception
+            why = [line.strip() for line in log if re.search(r"error|failed|unable|out of memory", line, re.I)]
+            detail = f" ({'; '.join(why[-2:])[:300]})" if why else ""
+            raise ModelAccessError(f"llama.cpp could not load {path.name}: {exc}{detail}",
+                                   "Check the file." if not gpu else
+                                   "Check the file, or run on the CPU (--gpus none) to see whether the GPU is why.") from None
         # llama.cpp logs the count only where a GPU backend is loaded; else none of the blocks (and
         # not the output layer, which it counts as one more) left the CPU.
         offloaded = next((m for m in map(_OFFLOADED.search, log) if m), None)
