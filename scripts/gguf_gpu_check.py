@@ -76,6 +76,12 @@ def main() -> int:
     cuda_lib = preload_cuda_libraries()
     import llama_cpp
 
+    # The image's build looks for its backend modules where the image keeps them (GGML_BACKEND_DIR,
+    # /opt/venv/...): here they are loaded from the package's own lib/ before llama.cpp looks.
+    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    ggml = ctypes.CDLL(str(lib_dir / "libggml.so"))
+    ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+    ggml.ggml_backend_load_all_from_path(str(lib_dir).encode())
     print(f"CUDA libraries from {cuda_lib}; llama.cpp GPU offload: {bool(llama_cpp.llama_supports_gpu_offload())}",
           file=sys.stderr)
     if args.random_like:
@@ -85,7 +91,7 @@ def main() -> int:
     provider = GGUFProvider()
     tokenizer = provider.load_tokenizer(str(args.model))
     runs = {}
-    for device_map in ("cpu", "auto"):  # the CPU first: a file the CPU cannot load says nothing about the GPU
+    for device_map in ("auto", "cpu"):
         model = provider.load_model(str(args.model), "AutoModelForCausalLM", device_map=device_map)
         provider.generate(model, tokenizer, PROMPT, max_new_tokens=8, temperature=0)  # warm-up
         out = provider.generate(model, tokenizer, PROMPT, max_new_tokens=args.tokens, temperature=0)

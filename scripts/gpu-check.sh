@@ -2,7 +2,7 @@
 # The GPU checks, on a GPU machine without Docker (its python3 has a CUDA torch), from the bundle that
 # `make gpu-bundle` leaves in .gpu/: site.tar.xz (the unsloth lock's packages the machine lacks, for its
 # Python), llama.tar.xz (llama_cpp/ with the CUDA backend), model-files/ (SmolLM2-135M's config and tokenizer),
-# convert/ (llama.cpp's converter). Reports go to $OUT (default gpu-check/).
+# convert/ (llama.cpp's converter). Reports go to $OUT (default gpu-check/); arguments go to gpu_train_check.py.
 set -u
 out=${OUT:-gpu-check}
 mkdir -p "$out"
@@ -19,7 +19,7 @@ python3 scripts/gguf_gpu_check.py --site "$llama" --random-like .gpu/model-files
   >"$out/gguf_gpu.json" 2>"$out/gguf_gpu.stderr.txt"
 gguf=$?
 echo "gguf check: exit $gguf"; cat "$out/gguf_gpu.json"
-python3 scripts/gpu_train_check.py --model-files .gpu/model-files --out "$out/train" --timeout "${RUN_TIMEOUT:-200}"
+python3 scripts/gpu_train_check.py --model-files .gpu/model-files --out "$out/train" --timeout "${RUN_TIMEOUT:-200}" "$@"
 train=$?
 echo "train check: exit $train"
 cp "$out/train/gpu_train.json" "$out/" 2>/dev/null

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -68,22 +69,36 @@ def run(name: str, provider: str, model: Path, data: Path, train: dict[str, Any]
            "HF_HUB_OFFLINE": "1", "MODELFORGE_LOAD_PLUGINS": "", "UNSLOTH_DISABLE_STATISTICS": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     started = time.monotonic()
-    try:
-        proc = subprocess.run([sys.executable, "-m", "providers.runtime", str(spec_file)], capture_output=True,
-                              text=True, env=env, check=False, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"name": name, "ok": False, "error": f"timed out after {timeout} s"}
+    stderr = (work / f"{name}.stderr.txt").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "providers.runtime", str(spec_file)], stdout=subprocess.PIPE,
+                            stderr=stderr, text=True, env=env)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    events, steps_at = [], []  # each progress event's step and when it came: the steady rate, warm-up left out
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("{"):
+            events.append(json.loads(line))
+            if events[-1].get("event") == "progress":
+                steps_at.append((events[-1]["current"], time.monotonic()))
+    proc.wait()
+    timer.cancel()
+    stderr.close()
     wall = time.monotonic() - started
-    (work / f"{name}.stderr.txt").write_text(proc.stderr)
-    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode == -9:
+        return {"name": name, "ok": False, "error": f"killed after {timeout} s"}
     result = next((e for e in reversed(events) if e.get("event") == "result"), None)
     error = next((e for e in reversed(events) if e.get("event") == "error"), None)
     losses = [e["value"] for e in events if e.get("event") == "metric" and e.get("name") == "loss"]
     row: dict[str, Any] = {"name": name, "provider": provider, "device_map": device_map, "ok": result is not None,
                            "wall_s": round(wall, 1), "exit": proc.returncode}
     if result is None:
-        row["error"] = (error or {}).get("message") or proc.stderr.strip().splitlines()[-3:]
+        row["error"] = (error or {}).get("message") or (work / f"{name}.stderr.txt").read_text().splitlines()[-3:]
         return row
+    steady = [(step, at) for step, at in steps_at if step >= min(5, max(1, train["max_steps"] // 2))]
+    if len(steady) >= 2 and steady[-1][1] > steady[0][1]:
+        row["steady_samples_per_s"] = round((steady[-1][0] - steady[0][0]) * train["batch_size"]
+                                            / (steady[-1][1] - steady[0][1]), 1)
     steps_per_s = result.get("train_steps_per_second") or 0
     row.update({"steps": result.get("steps"), "samples_per_s": round(steps_per_s * train["batch_size"], 2),
                 "train_loss": result.get("train_loss"), "first_loss": losses[0] if losses else None,
@@ -109,7 +124,7 @@ def main() -> int:
     parser.add_argument("--model-files", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("gpu-check"))
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--cpu-steps", type=int, default=4)
+    parser.add_argument("--cpu-steps", type=int, default=10)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--only", default="", help="comma-separated run names (default: all)")
     parser.add_argument("--timeout", type=int, default=240)
@@ -125,7 +140,7 @@ def main() -> int:
         ("hf-qlora-nf4-gpu", "huggingface", {"precision": "bf16", "strategy": "qlora"}, "auto"),
         ("unsloth-lora-bf16-gpu", "unsloth", {"precision": "bf16"}, "auto"),
         ("unsloth-qlora-nf4-gpu", "unsloth", {"precision": "bf16", "strategy": "qlora"}, "auto"),
-        ("hf-lora-fp32-cpu", "huggingface", {"precision": "fp32", "max_steps": args.cpu_steps}, "cpu"),
+        ("hf-lora-fp32-cpu", "huggingface", {"precision": "fp32", "max_steps": args.cpu_steps, "logging_steps": 2}, "cpu"),
     ]
     wanted = {n for n in args.only.split(",") if n}
     report: dict[str, Any] = {"card": card(), "runs": []}
@@ -138,7 +153,7 @@ def main() -> int:
         stderr = work / f"{name}.stderr.txt"
         if stderr.exists():
             shutil.copy2(stderr, args.out / stderr.name)
-    rates = {r["name"]: r.get("samples_per_s") for r in report["runs"] if r.get("ok")}
+    rates = {r["name"]: r.get("steady_samples_per_s") or r.get("samples_per_s") for r in report["runs"] if r.get("ok")}
     if rates.get("hf-lora-fp32-cpu") and rates.get("hf-lora-bf16-gpu"):
         report["gpu_vs_cpu_lora"] = round(rates["hf-lora-bf16-gpu"] / rates["hf-lora-fp32-cpu"], 1)
     if rates.get("unsloth-lora-bf16-gpu") and rates.get("hf-lora-bf16-gpu"):

@@ -236,8 +236,8 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
     callback = EventsCallback()
     ctx = TrainContext(config=config, model=model, tokenizer=tokenizer, train_records=train_records,
                        eval_records=eval_records, callbacks=[callback], events=events,
-                       args=trainer_args(config, output, use_cpu=not torch.cuda.is_available(),
-                                         evaluate=eval_records is not None, distributed=world.distributed),
+                       args=trainer_args(config, output, evaluate=eval_records is not None, distributed=world.distributed,
+                                         use_cpu=job.device_map == "cpu" or not torch.cuda.is_available()),
                        atomic=lambda cls: atomic_checkpoints(cls, output))
     trainer = recipe.build_trainer(ctx)
     if trainer.args.world_size != world.size:
