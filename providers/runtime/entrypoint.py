@@ -80,7 +80,7 @@ def _launch(dist: dict[str, Any], spec_path: Path, out: Any, events: EventWriter
     from .distributed import launch
 
     code, how, cause = launch(dist, str(spec_path), out)
-    if how == "result" and code == 0:
+    if code == 0 and (how == "result" or int(dist.get("node_rank", 0)) > 0):  # rank 0 speaks for the job
         return 0
     if how is not None and how != "result":
         return EXIT_CODES.get(how, 1)

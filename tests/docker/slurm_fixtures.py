@@ -41,7 +41,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def two_node_slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A second cluster of two nodes, mf1 and mf2: two slurmd daemons on this host (``slurmd -N``, Debian's
-    build supports several per host), one CPU each, both at 127.0.0.1 on their own ports."""
+    build supports several per host), one CPU each, at 127.0.0.1 and 127.0.0.2, on their own ports."""
     if os.getuid() != 0:
         pytest.skip("starting slurmctld and slurmd needs root")
     if not SLURM_BIN.exists():
@@ -101,7 +101,9 @@ def slurm(root: Path, nodes: list[str] | None, ctld_port: int) -> Iterator[Path]
     else:
         lines += [f"SlurmdSpoolDir={root}/spool/%n", f"SlurmdPidFile={root}/slurmd-%n.pid",
                   f"SlurmdLogFile={root}/log/slurmd-%n.log"]
-        lines += [f"NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={ctld_port + 1 + i} CPUs=1 "
+        # each node its own loopback address, as nodes have their own addresses: torchrun tells nodes apart by
+        # address and process id, and two containers' launchers can have the same pid in their own namespaces
+        lines += [f"NodeName={name} NodeHostname={host} NodeAddr=127.0.0.{1 + i} Port={ctld_port + 1 + i} CPUs=1 "
                   "RealMemory=8000 State=UNKNOWN" for i, name in enumerate(nodes)]
         lines.append(f"PartitionName=debug Nodes={','.join(nodes)} Default=YES MaxTime=INFINITE State=UP")
         for name in nodes:
