@@ -133,28 +133,36 @@ def write_script(plan: JobPlan, folder: Path, options: SlurmOptions) -> Path:
 # Written by mf: runs the job's container on this node with the same flags as `mf run` on a workstation.
 set -u
 state={shlex.quote(str(folder))}
-name="mf-slurm-${{SLURM_JOB_ID}}"
+""" + _container_lines(plan, run, "mf-slurm-${SLURM_JOB_ID}", "$state/events.jsonl", "$state/stderr.log",
+                       "$state/exit_code")
+    script = folder / "job.sbatch"
+    script.write_text("\n".join(header) + "\n" + body)
+    script.chmod(0o755)
+    return script
+
+
+def _container_lines(plan: JobPlan, run: str, name: str, events: str, stderr: str, exit_code: str,
+                     after_start: str = "") -> str:
+    """The part of a batch script that runs one container: its name, a stop on SIGTERM with the job's grace,
+    its events and stderr to files, its exit code written when it is gone (removed whatever happened)."""
+    return f"""name="{name}"
 docker=${{MF_DOCKER:-docker}}
 stop() {{
   # Cancelled (scancel, or the time limit): the job gets its grace period to save a checkpoint.
   "$docker" stop --time {plan.stop_grace} "$name" >/dev/null 2>&1 || true
 }}
 trap stop TERM INT
-{run} >"$state/events.jsonl" 2>"$state/stderr.log" &
+{run} >"{events}" 2>"{stderr}" &
 pid=$!
-code=0
+{after_start}code=0
 wait "$pid" || code=$?
 while kill -0 "$pid" 2>/dev/null; do
   wait "$pid" || code=$?
 done
 "$docker" rm --force "$name" >/dev/null 2>&1 || true
-echo "$code" >"$state/exit_code"
+echo "$code" >"{exit_code}"
 exit "$code"
 """
-    script = folder / "job.sbatch"
-    script.write_text("\n".join(header) + "\n" + body)
-    script.chmod(0o755)
-    return script
 
 
 def _multi_node_body(plan: JobPlan, folder: Path, nodes: int, gpus_from_allocation: bool) -> str:
@@ -175,32 +183,18 @@ def _multi_node_body(plan: JobPlan, folder: Path, nodes: int, gpus_from_allocati
 # Written by mf: one node's part of a multi-node job (srun runs it once on each node).
 set -u
 state={shlex.quote(str(folder))}
-name="mf-slurm-${{SLURM_JOB_ID}}-${{SLURM_NODEID}}"
-docker=${{MF_DOCKER:-docker}}
 addr=$({scontrol} show node "$SLURMD_NODENAME" | tr ' ' '\\n' | sed -n 's/^NodeAddr=//p')
-stop() {{
-  "$docker" stop --time {plan.stop_grace} "$name" >/dev/null 2>&1 || true
-}}
-trap stop TERM INT
 events="$state/events.jsonl"
 [ "$SLURM_NODEID" = 0 ] || events="$state/events-node$SLURM_NODEID.jsonl"
-{run} >"$events" 2>"$state/stderr-node$SLURM_NODEID.log" &
-pid=$!
+""" + _container_lines(plan, run, "mf-slurm-${SLURM_JOB_ID}-${SLURM_NODEID}", "$events",
+                       "$state/stderr-node$SLURM_NODEID.log", "$state/exit_code-node$SLURM_NODEID", after_start="""\
 # once this node's container runs, say so in the job folder (a rendezvous that times out names the nodes
 # whose container never started: an image pull that hangs, a node that cannot run Docker)
 (while kill -0 "$pid" 2>/dev/null; do
    if "$docker" inspect "$name" >/dev/null 2>&1; then touch "$state/job/nodes/$SLURMD_NODENAME"; exit 0; fi
    sleep 0.5
  done) &
-code=0
-wait "$pid" || code=$?
-while kill -0 "$pid" 2>/dev/null; do
-  wait "$pid" || code=$?
-done
-"$docker" rm --force "$name" >/dev/null 2>&1 || true
-echo "$code" >"$state/exit_code-node$SLURM_NODEID"
-exit "$code"
-"""
+""")
     (folder / "node.sh").write_text(node_script)
     (folder / "node.sh").chmod(0o755)
     return f"""

@@ -57,20 +57,26 @@ def test_two_ranks_train_the_same_adapter_as_one_rank_accumulating(smollm2_hf: P
     assert stages["distributed"].startswith("2 ranks (2 per node, 1 node), gloo")
     manifest = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
     assert manifest["distributed"] == {"world_size": 2, "ranks_per_node": 2, "nodes": 1}
-    losses = {name: [e["value"] for e in res.events if e["event"] == "metric" and e["name"] == "loss"]
-              for name, res in (("ddp", ddp), ("one", one))}
-    assert len(losses["ddp"]) == len(losses["one"]) == 4
-    for a, b in zip(losses["ddp"], losses["one"], strict=True):
-        assert abs(a - b) <= 0.05 * max(abs(b), 1e-3), losses
+    losses, check = assert_trained_alike(ddp, one, tmp_path / "ddp", tmp_path / "one", hf_image, docker_client)
+    print(f"losses ddp {losses[0]} one {losses[1]}; adapter diff {check['diff']:.2e} of {check['scale']:.2e}")
+
+
+def assert_trained_alike(a: Any, b: Any, out_a: Path, out_b: Path, hf_image: str,
+                         docker_client: Any) -> tuple[list[list[float]], dict[str, float]]:
+    """Two runs' loss curves (4 steps) within 5% step by step, and their adapters within 5% of the update's
+    scale: ranks that did not sync would each have taken 4 steps on half the samples, a difference of the
+    order of the update itself."""
+    losses = [[e["value"] for e in res.events if e["event"] == "metric" and e["name"] == "loss"] for res in (a, b)]
+    assert len(losses[0]) == len(losses[1]) == 4, losses
+    for x, y in zip(*losses, strict=True):
+        assert abs(x - y) <= 0.05 * max(abs(y), 1e-3), losses
     out = docker_client.containers.run(
         hf_image, entrypoint=["python", "-c", _COMPARE], network_mode="none", remove=True,
         environment={"HOME": "/tmp"}, user=f"{os.getuid()}:{os.getgid()}",
-        volumes={str(tmp_path / "ddp"): {"bind": "/a", "mode": "ro"}, str(tmp_path / "one"): {"bind": "/b", "mode": "ro"}})
+        volumes={str(out_a): {"bind": "/a", "mode": "ro"}, str(out_b): {"bind": "/b", "mode": "ro"}})
     check = json.loads(out.decode().strip().splitlines()[-1])
-    # ranks that did not sync would each have taken 4 steps on half the samples: a difference of the order
-    # of the update itself, not a few percent of it
     assert check["diff"] <= 0.05 * check["scale"], check
-    print(f"losses ddp {losses['ddp']} one {losses['one']}; adapter diff {check['diff']:.2e} of {check['scale']:.2e}")
+    return losses, check
 
 
 def test_a_killed_rank_ends_the_job_with_its_name(smollm2_hf: Path, tmp_path: Path, docker_client: Any) -> None:

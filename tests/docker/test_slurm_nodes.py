@@ -18,7 +18,7 @@ from providers.contract import EXIT_CODES
 
 from .conftest import mf
 from .slurm_fixtures import two_node_slurm_cluster  # noqa: F401 - the fixture
-from .test_distributed import _COMPARE, _config, _train
+from .test_distributed import _config, _train, assert_trained_alike
 from .test_huggingface_image import write_dataset
 
 
@@ -48,22 +48,12 @@ def test_two_nodes_train_the_same_adapter_as_one_rank_accumulating(slurm2: Path,
     assert stages["distributed"].startswith("2 ranks (1 per node, 2 nodes), gloo"), stages
     manifest = json.loads((tmp_path / "nodes" / "manifest.json").read_text())
     assert manifest["distributed"] == {"world_size": 2, "ranks_per_node": 1, "nodes": 2}
-    losses = {name: [e["value"] for e in res.events if e["event"] == "metric" and e["name"] == "loss"]
-              for name, res in (("nodes", nodes), ("one", one))}
-    assert len(losses["nodes"]) == len(losses["one"]) == 4
-    for a, b in zip(losses["nodes"], losses["one"], strict=True):
-        assert abs(a - b) <= 0.05 * max(abs(b), 1e-3), losses
-    out = docker_client.containers.run(
-        hf_image, entrypoint=["python", "-c", _COMPARE], network_mode="none", remove=True,
-        environment={"HOME": "/tmp"}, user=f"{os.getuid()}:{os.getgid()}",
-        volumes={str(tmp_path / "nodes"): {"bind": "/a", "mode": "ro"}, str(tmp_path / "one"): {"bind": "/b", "mode": "ro"}})
-    check = json.loads(out.decode().strip().splitlines()[-1])
-    assert check["diff"] <= 0.05 * check["scale"], check
+    losses, check = assert_trained_alike(nodes, one, tmp_path / "nodes", tmp_path / "one", hf_image, docker_client)
     [script] = (tmp_path / "nodes").glob("slurm-*.sbatch")
     text = script.read_text()
     assert "#SBATCH --nodes=2" in text and "#SBATCH --ntasks-per-node=1" in text and "--kill-on-bad-exit=1" in text
     assert _leftovers(docker_client) == ("", [])
-    print(f"2 Slurm nodes: {took:.1f} s; losses {losses['nodes']} vs one rank {losses['one']}; "
+    print(f"2 Slurm nodes: {took:.1f} s; losses {losses[0]} vs one rank {losses[1]}; "
           f"adapter diff {check['diff']:.2e} of {check['scale']:.2e}")
 
 
