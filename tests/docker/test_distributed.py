@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from providers.contract import EXIT_CODES
 
 from .conftest import job_containers, mf
@@ -46,18 +48,29 @@ def _config(path: Path, **train: Any) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def one_rank_accumulating(smollm2_hf: Path, tmp_path_factory: pytest.TempPathFactory,
+                          hf_image: str) -> tuple[Any, Path, Path]:
+    """The reference every data-parallel run is compared with: one rank, 2 accumulation steps, on the
+    dataset the comparisons use (its result, its output folder, the dataset)."""
+    work = tmp_path_factory.mktemp("one-rank")
+    data = write_dataset(work / "data.jsonl", n=16)
+    one = _train(smollm2_hf, data, work / "one", _config(work / "one.json", gradient_accumulation=2))
+    return one, work / "one", data
+
+
 def test_two_ranks_train_the_same_adapter_as_one_rank_accumulating(smollm2_hf: Path, tmp_path: Path,
-                                                                    docker_client: Any, hf_image: str) -> None:
-    data = write_dataset(tmp_path / "data.jsonl", n=16)
+                                                                    docker_client: Any, hf_image: str,
+                                                                    one_rank_accumulating: Any) -> None:
+    one, one_out, data = one_rank_accumulating
     ddp = _train(smollm2_hf, data, tmp_path / "ddp", _config(tmp_path / "ddp.json"), "--nproc", "2")
-    one = _train(smollm2_hf, data, tmp_path / "one", _config(tmp_path / "one.json", gradient_accumulation=2))
     assert (ddp.last["world_size"], ddp.last["ranks_per_node"], ddp.last["nodes"]) == (2, 2, 1)
     assert one.last["world_size"] == 1
     stages = {e["name"]: e["message"] for e in ddp.events if e["event"] == "stage"}
     assert stages["distributed"].startswith("2 ranks (2 per node, 1 node), gloo")
     manifest = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
     assert manifest["distributed"] == {"world_size": 2, "ranks_per_node": 2, "nodes": 1}
-    losses, check = assert_trained_alike(ddp, one, tmp_path / "ddp", tmp_path / "one", hf_image, docker_client)
+    losses, check = assert_trained_alike(ddp, one, tmp_path / "ddp", one_out, hf_image, docker_client)
     print(f"losses ddp {losses[0]} one {losses[1]}; adapter diff {check['diff']:.2e} of {check['scale']:.2e}")
 
 

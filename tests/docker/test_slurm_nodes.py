@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,9 @@ import pytest
 
 from providers.contract import EXIT_CODES
 
-from .conftest import mf
+from .conftest import mf, sigint_as_at_a_terminal
 from .slurm_fixtures import two_node_slurm_cluster  # noqa: F401 - the fixture
-from .test_distributed import _config, _train, assert_trained_alike
+from .test_distributed import _config, _train, assert_trained_alike, one_rank_accumulating  # noqa: F401
 from .test_huggingface_image import write_dataset
 
 
@@ -36,19 +38,19 @@ def _leftovers(client: Any) -> tuple[str, list[str]]:
 
 
 def test_two_nodes_train_the_same_adapter_as_one_rank_accumulating(slurm2: Path, smollm2_hf: Path, tmp_path: Path,
-                                                                    docker_client: Any, hf_image: str) -> None:
-    data = write_dataset(tmp_path / "data.jsonl", n=16)
+                                                                    docker_client: Any, hf_image: str,
+                                                                    one_rank_accumulating: Any) -> None:  # noqa: F811
+    one, one_out, data = one_rank_accumulating
     started = time.monotonic()
     nodes = _train(smollm2_hf, data, tmp_path / "nodes", _config(tmp_path / "nodes.json"), "--backend", "slurm",
                    "--nodes", "2")
     took = time.monotonic() - started
-    one = _train(smollm2_hf, data, tmp_path / "one", _config(tmp_path / "one.json", gradient_accumulation=2))
     assert (nodes.last["world_size"], nodes.last["ranks_per_node"], nodes.last["nodes"]) == (2, 1, 2)
     stages = {e["name"]: e["message"] for e in nodes.events if e["event"] == "stage"}
     assert stages["distributed"].startswith("2 ranks (1 per node, 2 nodes), gloo"), stages
     manifest = json.loads((tmp_path / "nodes" / "manifest.json").read_text())
     assert manifest["distributed"] == {"world_size": 2, "ranks_per_node": 1, "nodes": 2}
-    losses, check = assert_trained_alike(nodes, one, tmp_path / "nodes", tmp_path / "one", hf_image, docker_client)
+    losses, check = assert_trained_alike(nodes, one, tmp_path / "nodes", one_out, hf_image, docker_client)
     [script] = (tmp_path / "nodes").glob("slurm-*.sbatch")
     text = script.read_text()
     assert "#SBATCH --nodes=2" in text and "#SBATCH --ntasks-per-node=1" in text and "--kill-on-bad-exit=1" in text
@@ -88,3 +90,30 @@ def test_a_node_that_never_starts_fails_the_rendezvous_naming_it(slurm2: Path, s
         time.sleep(1)
     assert _leftovers(docker_client) == ("", [])
     print(f"a node that never started: the job failed in {took:.1f} s (rendezvous timeout 20 s)")
+
+
+def test_ctrl_c_stops_every_nodes_container_with_one_checkpoint(slurm2: Path, smollm2_hf: Path, tmp_path: Path,
+                                                                 docker_client: Any) -> None:
+    """Ctrl-C on mf: scancel reaches each node's script, each stops its container with the job's grace, the
+    ranks on both nodes agree on a step and save one checkpoint holding both ranks' state; nothing is left."""
+    data = write_dataset(tmp_path / "data.jsonl", n=64)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", "--backend", "slurm", "-p", "huggingface", "train", "--model",
+         str(smollm2_hf), "--dataset", str(data), "--output", str(out), "--config",
+         str(_config(tmp_path / "job.json", max_steps=200)), "--nodes", "2", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        preexec_fn=sigint_as_at_a_terminal)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "progress" and event["current"] >= 2:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_CODES["interrupted"], err
+    assert "was cancelled and its container removed" in json.loads(rest.splitlines()[-1])["message"]
+    assert _leftovers(docker_client) == ("", [])
+    [checkpoint] = (out / "checkpoints").glob("checkpoint-*")
+    assert {p.name for p in checkpoint.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+    assert not (out / "adapter").exists()
