@@ -128,6 +128,17 @@ def sigint_as_at_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def until_step(proc: subprocess.Popen, step: int) -> None:
+    """Read the run's events until training reaches ``step``."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "progress" and event["current"] >= step:
+            return
+        assert event["event"] != "error", event
+    raise AssertionError(f"the run ended before step {step}: {proc.stderr.read() if proc.stderr else ''}")
+
+
 def mf(*args: str, timeout: float = 300) -> MfResult:
     proc = subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True,
                           timeout=timeout, env=os.environ.copy())

@@ -18,7 +18,7 @@ import pytest
 
 from providers.contract import EXIT_CODES
 
-from .conftest import job_containers, mf
+from .conftest import job_containers, mf, until_step
 from .test_huggingface_image import write_dataset
 
 _COMPARE = """
@@ -102,11 +102,7 @@ def test_a_killed_rank_ends_the_job_with_its_name(smollm2_hf: Path, tmp_path: Pa
             "--json"]
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        event = json.loads(line)
-        if event["event"] == "progress" and event["current"] >= 2:
-            break
+    until_step(proc, 2)
     [container] = job_containers(docker_client)
     pid = container.exec_run(["cat", "/tmp/mf-rank-1.pid"]).output.decode().strip()
     killed_at = time.monotonic()
@@ -134,11 +130,7 @@ def test_a_stopped_two_rank_run_saves_every_rank_and_resumes(smollm2_hf: Path, t
             "--output", str(out), "--config", str(_config(tmp_path / "job.json", max_steps=10)), "--json"]
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *args, "--nproc", "2"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        event = json.loads(line)
-        if event["event"] == "progress" and event["current"] >= 2:
-            break
+    until_step(proc, 2)
     [container] = job_containers(docker_client)
     container.kill(signal="SIGTERM")
     rest, err = proc.communicate(timeout=300)

@@ -16,7 +16,7 @@ import pytest
 
 from providers.contract import EXIT_CODES
 
-from .conftest import mf, sigint_as_at_a_terminal
+from .conftest import mf, sigint_as_at_a_terminal, until_step
 from .slurm_fixtures import slurm_cluster  # noqa: F401 - the fixture
 from .test_huggingface_image import write_config, write_dataset
 
@@ -97,11 +97,7 @@ def test_ctrl_c_cancels_the_slurm_job_and_leaves_nothing(slurm: Path, smollm2_hf
          str(write_config(tmp_path / "job.json", max_steps=200, save_steps=500)), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
         preexec_fn=sigint_as_at_a_terminal)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        event = json.loads(line)
-        if event["event"] == "progress" and event["current"] >= 2:
-            break
+    until_step(proc, 2)
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
     rest, err = proc.communicate(timeout=200)

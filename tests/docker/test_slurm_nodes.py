@@ -18,7 +18,7 @@ import pytest
 
 from providers.contract import EXIT_CODES
 
-from .conftest import mf, sigint_as_at_a_terminal
+from .conftest import mf, sigint_as_at_a_terminal, until_step
 from .slurm_fixtures import two_node_slurm_cluster  # noqa: F401 - the fixture
 from .test_distributed import _config, _train, assert_trained_alike, one_rank_accumulating  # noqa: F401
 from .test_huggingface_image import write_dataset
@@ -104,11 +104,7 @@ def test_ctrl_c_stops_every_nodes_container_with_one_checkpoint(slurm2: Path, sm
          str(_config(tmp_path / "job.json", max_steps=200)), "--nodes", "2", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
         preexec_fn=sigint_as_at_a_terminal)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        event = json.loads(line)
-        if event["event"] == "progress" and event["current"] >= 2:
-            break
+    until_step(proc, 2)
     proc.send_signal(signal.SIGINT)
     rest, err = proc.communicate(timeout=300)
     assert proc.returncode == EXIT_CODES["interrupted"], err

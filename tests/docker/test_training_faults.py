@@ -16,7 +16,7 @@ from typing import Any
 
 from providers.contract import EXIT_CODES
 
-from .conftest import JOB_LABEL, SESSION_LABEL, job_containers, mf
+from .conftest import JOB_LABEL, SESSION_LABEL, job_containers, mf, until_step
 from .test_huggingface_image import write_config, write_dataset
 
 GRACE_TRAIN_S = 120
@@ -32,17 +32,6 @@ def _start(args: list[str]) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def _until_step(proc: subprocess.Popen, step: int) -> None:
-    """Read the run's events until training reaches ``step``."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        event = json.loads(line)
-        if event["event"] == "progress" and event["current"] >= step:
-            return
-        assert event["event"] != "error", event
-    raise AssertionError(f"the run ended before step {step}: {proc.stderr.read() if proc.stderr else ''}")
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -55,7 +44,7 @@ def test_a_second_run_into_the_same_folder_is_refused(smollm2_hf: Path, tmp_path
     data = write_dataset(tmp_path / "data.jsonl")
     out = tmp_path / "run"
     first = _start(_train_args(smollm2_hf, data, out, write_config(tmp_path / "a.json", max_steps=12, save_steps=6)))
-    _until_step(first, 1)
+    until_step(first, 1)
     started = time.monotonic()
     second = mf(*_train_args(smollm2_hf, data, out, write_config(tmp_path / "b.json", max_steps=3, lora_r=2)))
     refused_in = time.monotonic() - started
@@ -80,7 +69,7 @@ def test_a_killed_mf_stops_its_job_and_the_next_run_recovers(smollm2_hf: Path, t
     out = tmp_path / "run"
     args = _train_args(smollm2_hf, data, out, write_config(tmp_path / "job.json", max_steps=40, save_steps=50))
     proc = _start(args)
-    _until_step(proc, 3)
+    until_step(proc, 3)
     [container] = job_containers(docker_client)
     killed_at = time.monotonic()
     proc.send_signal(signal.SIGKILL)
@@ -161,7 +150,7 @@ def test_a_disk_that_fills_mid_run_leaves_a_resumable_folder(smollm2_hf: Path, t
     out = fs / "run"
     args = _train_args(smollm2_hf, data, out, write_config(tmp_path / "job.json", max_steps=40, save_steps=4))
     proc = _start(args)
-    _until_step(proc, 5)  # checkpoint-4 is whole by now
+    until_step(proc, 5)  # checkpoint-4 is whole by now
     filler = fs / "filler"
     with filler.open("wb") as fh:  # another process fills the disk
         try:
