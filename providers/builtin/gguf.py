@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base import BaseProvider
+from ..common.cpus import CpuWatch, cpu_budget
 from ..common.gguf_header import GGUFHeader, read_gguf
 from ..common.hub import hub_file, parse_hub_reference
 from ..errors import ConfigurationError, ModelAccessError, ProviderError
@@ -108,9 +108,14 @@ class GGUFProvider(BaseProvider):
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
         self.n_ctx = int(self.config.get("n_ctx", 2048))
-        # llama.cpp's own default is half the cores (it assumes hyper-threads): on a 2-core host that
-        # halves generation speed (measured: 50 vs 96 tokens/s). Use every CPU this process may run on.
-        self.n_threads = int(self.config.get("n_threads") or len(os.sched_getaffinity(0)))
+        # llama.cpp's own default is half the host's cores (it assumes hyper-threads): on a 2-core host that
+        # halves generation speed (measured: 50 vs 96 tokens/s). Use the job's CPU budget (its cpuset and
+        # quota), and step down while other processes take some of it: ggml's threads spin at every
+        # barrier, so one thread too many is a collapse, not a slowdown (see common.cpus). A fixed
+        # n_threads in provider_config turns that off.
+        self.fixed_threads = int(self.config["n_threads"]) if self.config.get("n_threads") else None
+        self.n_threads = self.fixed_threads or cpu_budget()
+        self._watch: CpuWatch | None = None
         self.seed = int(self.config.get("seed", 0))
         self._readers: dict[Path, GGUFHeader] = {}
 
@@ -196,14 +201,17 @@ class GGUFProvider(BaseProvider):
         gpu = device_map != "cpu" and bool(llama_cpp.llama_supports_gpu_offload())
         logger.info("loading %s with llama.cpp on the %s", path.name, "GPU" if gpu else "CPU")
         log: list[str] = []
+        threads = kwargs.get("n_threads", self.n_threads)
+        if self.fixed_threads is None and "n_threads" not in kwargs and not gpu:
+            self._watch = CpuWatch(self.n_threads)  # its first look spans the load
         try:
             with _llama_log(llama_cpp) as log:
                 model = llama_cpp.Llama(
                     model_path=str(path),
                     n_gpu_layers=-1 if gpu else 0,
                     n_ctx=int(kwargs.get("n_ctx", self.n_ctx)),
-                    n_threads=kwargs.get("n_threads", self.n_threads),
-                    n_threads_batch=kwargs.get("n_threads", self.n_threads),
+                    n_threads=threads,
+                    n_threads_batch=threads,
                     seed=self.seed,
                     verbose=False,
                 )
@@ -246,14 +254,24 @@ class GGUFProvider(BaseProvider):
 
     def generate(self, model: Any, tokenizer: Any, prompt: str, *, max_new_tokens: int,
                  temperature: float) -> dict[str, Any]:
+        import llama_cpp
+
         prompt_tokens = tokenizer.encode(prompt)
         started = time.perf_counter()
+        fit = self.thread_fitter(model)
+        fit(wait=True)  # before the prompt's batch: a wrong count there can cost seconds
+
+        def refit(ids: Any, logits: Any) -> bool:  # called per token; never stops the generation
+            fit()
+            return False
+
         out = model.create_completion(
             prompt,
             max_tokens=max_new_tokens,
             temperature=temperature,
             top_k=1 if temperature == 0 else 40,
             seed=self.seed,
+            stopping_criteria=llama_cpp.StoppingCriteriaList([refit]),
         )
         seconds = time.perf_counter() - started
         new_tokens = int(out["usage"]["completion_tokens"])
@@ -265,4 +283,22 @@ class GGUFProvider(BaseProvider):
             "seconds": round(seconds, 4),
             "tokens_per_second": round(new_tokens / seconds, 2) if seconds > 0 else None,
             "threads": getattr(model, "n_threads", None),
+            "cpu_budget": self.n_threads if self.fixed_threads is None else None,
         }
+
+    def thread_fitter(self, model: Any) -> Any:
+        """A callable that sets the model's thread count to what the CPUs can give now (see CpuWatch),
+        cheap enough to call per token; a no-op where the count is fixed or the model runs on a GPU."""
+        watch = self._watch
+        if watch is None:
+            return lambda wait=False: getattr(model, "n_threads", None)
+        import llama_cpp
+
+        def fit(wait: bool = False) -> int:
+            threads = watch.threads_now(wait=wait)
+            if threads != model.n_threads:
+                llama_cpp.llama_set_n_threads(model.ctx, threads, threads)
+                model.n_threads = model.n_threads_batch = threads
+            return threads
+
+        return fit

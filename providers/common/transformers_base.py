@@ -14,6 +14,7 @@ from typing import Any
 
 from ..base import BaseProvider
 from ..errors import ConfigurationError, ModelAccessError, ProviderError
+from .cpus import TorchThreads
 from .hub import hub_snapshot, parse_hub_reference
 
 SUPPORTED_MODEL_CLASSES = (
@@ -71,6 +72,9 @@ class TransformersBase(BaseProvider):
         self.trust_remote_code = bool(self.config.get("trust_remote_code", False))
         self.revision = self.config.get("revision")
         self.dtype = self.config.get("dtype")
+        # On the CPU, torch's OpenMP threads spin at barriers like ggml's: as many as the job's CPUs while
+        # the machine is idle, fewer while other processes use them (common.cpus).
+        self.cpu_threads = TorchThreads(int(self.config["n_threads"]) if self.config.get("n_threads") else None)
         if self.trust_remote_code and not self.revision:
             raise ConfigurationError(
                 "trust_remote_code runs the model repository's own Python code; it needs a pinned revision.",
@@ -208,10 +212,23 @@ class TransformersBase(BaseProvider):
         sampling: dict[str, Any] = {"do_sample": False}
         if temperature > 0:
             sampling = {"do_sample": True, "temperature": temperature}
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        on_cpu = model.device.type == "cpu"
+        threads = self.cpu_threads
+
+        class Refit(StoppingCriteria):  # type: ignore[misc]
+            """Called per token: adjusts the thread count, never stops the generation."""
+
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                threads.fit(on_cpu=on_cpu)
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
         started = time.perf_counter()
+        threads.fit(on_cpu=on_cpu, wait=True)
         with torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                 **sampling)
+                                 stopping_criteria=StoppingCriteriaList([Refit()]), **sampling)
         seconds = time.perf_counter() - started
         prompt_len = int(inputs["input_ids"].shape[1])
         new_ids = out[0][prompt_len:]
@@ -221,6 +238,7 @@ class TransformersBase(BaseProvider):
             "new_tokens": int(new_ids.shape[0]),
             "seconds": round(seconds, 4),
             "tokens_per_second": round(int(new_ids.shape[0]) / seconds, 2) if seconds > 0 else None,
+            "threads": torch.get_num_threads() if on_cpu else None,
         }
 
     def train(self, job: Any, events: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..common.cpus import TorchThreads
 from ..errors import ConfigurationError, InterruptedJobError
 from .checkpoints import (
     ADAPTER_DIR,
@@ -223,6 +224,12 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
                 f"loss={logs['loss']:.4f} lr={logs.get('learning_rate', 0):.2e} {rate:.2f} steps/s",
             )
 
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            fit_threads()
+
+        def on_substep_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            fit_threads()  # between accumulated micro-batches
+
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
             if world.distributed:  # every rank stops at the same step, or the others wait in a collective
                 from .distributed import stop_agreed
@@ -232,6 +239,12 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
                 control.should_save = True
                 control.should_training_stop = True
             return control
+
+    on_cpu = getattr(getattr(model, "device", None), "type", "cpu") == "cpu"
+    threads = getattr(provider, "cpu_threads", None) or TorchThreads()
+
+    def fit_threads() -> None:  # as many threads as the CPUs give now (common.cpus); ranks keep their share
+        threads.fit(on_cpu=on_cpu)
 
     callback = EventsCallback()
     ctx = TrainContext(config=config, model=model, tokenizer=tokenizer, train_records=train_records,

@@ -22,7 +22,8 @@ RESULT_KEYS = {
                  "parameters", "context_length", "vocab_size", "quantization", "tensors", "file_size",
                  "gguf_version", "has_chat_template"},
     "load": {"v", "event", "provider", "action", "image", "model", "prompt", "text", "prompt_tokens", "new_tokens",
-             "finish_reason", "seconds", "tokens_per_second", "load_seconds", "device", "threads", "backend"},
+             "finish_reason", "seconds", "tokens_per_second", "load_seconds", "device", "threads", "cpu_budget",
+             "backend"},
 }
 
 
