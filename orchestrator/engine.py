@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from providers.errors import EngineError, ImageError
+from providers.errors import ConfigurationError, EngineError, ImageError
 
 from . import LABEL_PREFIX
 
@@ -210,8 +210,17 @@ def build_failure(tag: str, error: str, tail: list[str]) -> ImageError:
 
 def create_container(image: str, name: str, **create_kwargs: Any) -> Any:
     """A created (not started) container; the caller removes it."""
+    from docker.errors import APIError
+
     create_kwargs.setdefault("detach", True)
-    return client().containers.create(image, name=name, **create_kwargs)
+    try:
+        return client().containers.create(image, name=name, **create_kwargs)
+    except APIError as exc:
+        if exc.status_code != 400:  # noqa: PLR2004 - the engine's "bad request": a limit it cannot give
+            raise
+        why = str(exc.explanation or exc).strip().rstrip(".")
+        raise ConfigurationError(f"The Docker engine refused the job's container: {why}.",
+                                 "Ask for what this engine has (--cpus, --memory, --gpus).") from None
 
 
 def find_container(name: str) -> Any | None:

@@ -47,6 +47,7 @@ class JobRequest:
     resume: bool = False
     overwrite: bool = False
     memory: str | None = None
+    cpus: float | None = None
     registry: str | None = None
     build: bool = False
     #: action options passed through to the job (mf export's steps)

@@ -78,7 +78,7 @@ class JobPlan:
     shm_size: str = "1g"
     ulimits: list[Ulimit] = field(default_factory=list)
     memory: str | None = None
-    cpus: int | None = None
+    cpus: float | None = None
     gpus: str | None = None  # all | N | device=0,1 | None
     labels: dict[str, str] = field(default_factory=dict)
     stop_grace: int = 10
@@ -136,6 +136,7 @@ def make_plan(request: JobRequest, provider: str, image: str, image_reference: s
         tmpfs={"/tmp": "rw,nosuid,nodev,size=2g"},  # nosec B108
         pids_limit=PIDS_LIMIT,
         memory=request.memory,
+        cpus=request.cpus,
         gpus=gpus,
         # what NVIDIA recommends for training in containers: pinned memory and deep stacks
         ulimits=[Ulimit("memlock", -1, -1), Ulimit("stack", 67108864, 67108864)] if gpus else [],

@@ -104,7 +104,7 @@ def run_args(plan: JobPlan, name: str, gpus_from_allocation: bool = False) -> li
     if plan.memory:
         args += ["--memory", plan.memory, "--memory-swap", plan.memory]
     if plan.cpus:
-        args += ["--cpus", str(plan.cpus)]
+        args += ["--cpus", f"{plan.cpus:g}"]
     if plan.gpus:
         args += ["--gpus", '"device=${CUDA_VISIBLE_DEVICES}"' if gpus_from_allocation else plan.gpus]
     for m in plan.mounts:

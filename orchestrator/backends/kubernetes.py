@@ -152,7 +152,7 @@ def build_objects(plan: JobPlan, name: str, options: KubernetesOptions, spec_pat
     if plan.memory:
         limits["memory"] = _quantity(plan.memory)
     if plan.cpus:
-        limits["cpu"] = str(plan.cpus)
+        limits["cpu"] = f"{plan.cpus:g}"
     if plan.gpus:
         limits["nvidia.com/gpu"] = plan.gpus if plan.gpus.isdigit() else "1"
     seccomp = k8s.V1SeccompProfile(type="RuntimeDefault")

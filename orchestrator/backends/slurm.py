@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 import shlex
@@ -112,7 +113,7 @@ def write_script(plan: JobPlan, folder: Path, options: SlurmOptions) -> Path:
         f"#SBATCH --comment={COMMENT_PREFIX}{folder}",
         f"#SBATCH --nodes={nodes}",
         "#SBATCH --ntasks-per-node=1" if nodes > 1 else "#SBATCH --ntasks=1",
-        f"#SBATCH --cpus-per-task={plan.cpus or 1}",
+        f"#SBATCH --cpus-per-task={math.ceil(plan.cpus or 1)}",
     ]
     if options.partition:
         header.append(f"#SBATCH --partition={options.partition}")

@@ -53,6 +53,9 @@ def _prompt(value: str | None) -> str | None:
 @click.option("--gpus", default=None, type=GpuRequest(), metavar="all|N|device=0,1",
               help="GPUs to pass. Default: all when the engine has an NVIDIA runtime.")
 @click.option("--memory", default=None, type=MemorySize(), metavar="SIZE", help="Memory limit for the job container, e.g. 4g.")
+@click.option("--cpus", default=None, type=click.FloatRange(0.01, 4096), metavar="N",
+              help="CPUs the job may use, e.g. 1 or 1.5 (Docker --cpus; Slurm --cpus-per-task; a Kubernetes CPU limit). "
+                   "Jobs size their thread pools to it. Default: every CPU, fewer threads while others use them.")
 @registry_option("Pull a missing image from this registry (default: MF_REGISTRY, else the config).")
 @click.option("--build", "force_build", is_flag=True, help="Build a missing image here even when a registry is set.")
 @click.option("--backend", type=click.Choice(["docker", "slurm", "kubernetes"]), default="docker", show_default=True,
@@ -74,7 +77,8 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
                 resume: bool,
                 overwrite: bool,
                 online: bool, gpus: str | None,
-                memory: str | None, registry: str | None, force_build: bool, backend: str, partition: str | None,
+                memory: str | None, cpus: float | None, registry: str | None, force_build: bool, backend: str,
+                partition: str | None,
                 time_limit: str | None, namespace: str | None, deadline: int | None, hf_cache: str | None,
                 dry_run: bool, detach: bool, flavour: str | None, as_json: bool) -> None:
     """Run ACTION (validate, load or train) with a provider, inside its container image.
@@ -153,6 +157,7 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
         resume=resume,
         overwrite=overwrite,
         memory=memory,
+        cpus=cpus,
         registry=registry,
         build=force_build,
         backend=backend,

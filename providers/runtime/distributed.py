@@ -132,12 +132,10 @@ def torchrun_command(dist: dict[str, Any], spec_path: str) -> list[str]:
 
 
 def threads_per_rank(nproc: int) -> int:
-    """The CPUs this container may use, shared fairly between its ranks (at least one each)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // max(1, nproc))
+    """The CPUs this container may use (its cpuset and CPU quota), shared fairly between its ranks (at least one each)."""
+    from ..common.cpus import cpu_budget
+
+    return max(1, cpu_budget() // max(1, nproc))
 
 
 _ROOT_CAUSE = re.compile(r"^\s*(rank|exitcode|traceback|host)\s*:\s*(.*)$")
