@@ -10,8 +10,8 @@ usage: python bench/run.py [--reps 5] [--cold] [--out bench-results/bench.json]
 
 This is the one runner; the parts live by area, each with its rows of the table:
 generation.py (`mf run` overhead, CLI start, large vocabulary, gguf tokens/s, cuda image on CPU),
-training.py (LoRA steps/s, model load), registry.py (push, verify, first run on an empty engine),
-cluster.py (Slurm), image_builds.py (sizes, rebuilds, SBOM scan, cold builds); common.py what they share.
+training.py (LoRA steps/s, model load), busy.py (jobs beside busy processes), registry.py (push, verify, first
+run on an empty engine), cluster.py (Slurm), image_builds.py (sizes, rebuilds, SBOM scan, cold builds); common.py what they share.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
-from bench import cluster, generation, image_builds, registry, training  # noqa: E402
+from bench import busy, cluster, generation, image_builds, registry, training  # noqa: E402
 from orchestrator import engine, images  # noqa: E402
 
 #: `--only PART`: the key of its result in the report, and how to measure it
@@ -41,6 +42,8 @@ PARTS: dict[str, tuple[str, Callable[[argparse.Namespace], Any]]] = {
     "images": ("images", lambda args: image_builds.bench_images(args.cold)),
     "strategies": ("strategies", lambda args: training.bench_strategies(max(3, args.reps // 2),
                                                                          args.checkpoint.resolve())),
+    "busy": ("busy", lambda args: busy.bench_busy(max(2, args.reps // 2), args.checkpoint.resolve(),
+                                                  slurm=os.geteuid() == 0 and shutil.which("slurmctld") is not None)),
     "distributed": ("distributed", lambda args: training.bench_distributed(max(3, args.reps // 2),
                                                                            args.checkpoint.resolve())),
 }
@@ -57,6 +60,8 @@ def table(report: dict[str, Any]) -> str:
             lines += cluster.rows(tc["slurm"])
     if "strategies" in report:
         lines += training.strategy_rows(report["strategies"])
+    if "busy" in report:
+        lines += busy.rows(report["busy"])
     if "distributed" in report:
         lines += training.distributed_rows(report["distributed"])
     cc = report.get("gguf_cuda_on_cpu")
@@ -100,6 +105,9 @@ def main() -> int:
     report["huggingface"] = training.bench_huggingface(max(3, args.reps // 2), args.checkpoint.resolve())
     print("LoRA, QLoRA and DPO ...", file=sys.stderr)
     report["strategies"] = training.bench_strategies(max(3, args.reps // 2), args.checkpoint.resolve())
+    print("busy machines ...", file=sys.stderr)
+    report["busy"] = busy.bench_busy(max(2, args.reps // 2), args.checkpoint.resolve(),
+                                     slurm=os.geteuid() == 0 and shutil.which("slurmctld") is not None)
     if os.getuid() == 0:
         print("registry, empty engine, Slurm ...", file=sys.stderr)
         report["travel"] = registry.bench_registry(args.reps)
