@@ -62,8 +62,8 @@ def test_a_detached_job_is_listed_followed_to_its_result_and_removed(gguf_image:
 def test_the_output_folder_stays_locked_while_a_detached_job_runs(gguf_image: str, demo_model: Path,
                                                                   tmp_path: Path, docker_client: Any) -> None:
     out = tmp_path / "out"
-    story = ("--provider", "gguf", "load", "--model", str(demo_model), "--prompt", "Tell a long story.",
-             "--max-new-tokens", "4000", "--temperature", "0.8", "--output", str(out))
+    story = ("--provider", "gguf", "load", "--model", str(demo_model), "--prompt", "Once upon a time",
+             "--max-new-tokens", "4000", "--temperature", "0", "--output", str(out))
     job = _detach(*story)
     second = mf("run", "--json", *story)
     assert second.code == EXIT_CODES["configuration"], second.stderr
