@@ -59,6 +59,8 @@ class JobRequest:
     backend_options: Any = None
     #: return once the job has started; `mf jobs` follows, lists and cancels it
     detach: bool = False
+    #: more labels on the job's container (a server's URL and state folder: serving.py)
+    labels: dict[str, str] = field(default_factory=dict)
     #: train: data-parallel ranks in the job's container (torchrun)
     nproc: int = 1
     #: nodes of a multi-node training job (slurm, kubernetes); ``nproc`` ranks on each

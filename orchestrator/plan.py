@@ -142,6 +142,6 @@ def make_plan(request: JobRequest, provider: str, image: str, image_reference: s
         ulimits=[Ulimit("memlock", -1, -1), Ulimit("stack", 67108864, 67108864)] if gpus else [],
         labels=project_labels("job", provider=provider, action=request.action,
                                      owner_pid=str(os.getpid()), host=socket.gethostname(),
-                                     session=os.environ.get("MF_SESSION", "")),
+                                     session=os.environ.get("MF_SESSION", "")) | dict(request.labels),
         stop_grace=STOP_GRACE_SECONDS.get(request.action, DEFAULT_STOP_GRACE_SECONDS),
     )

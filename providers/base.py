@@ -4,6 +4,18 @@ A provider only has to satisfy ``providers.protocol.ModelProvider``. Subclassing
 ``BaseProvider`` adds what the in-container runtime can use beyond the protocol:
 ``describe_model`` (details for ``validate``), ``generate`` (``load --prompt``) and ``train``.
 Subclasses override only what differs.
+
+One more optional method makes a provider serve (`mf serve`, `mf chat`; ``providers/runtime/serve.py``)::
+
+    def generate_stream(self, model, tokenizer, *, messages=None, prompt=None, max_tokens, temperature,
+                        top_p, should_stop) -> Iterator[str | int]:
+
+It gets either ``messages`` (a chat: ``[{"role": "system"|"user"|"assistant", "content": str}]``, to be
+rendered with the model's chat template) or ``prompt`` (plain completion), and yields the answer's text one
+piece per generated token (a piece may be ``""`` while a character is incomplete). It may yield the prompt's
+token count (an ``int``) first. It checks ``should_stop()`` at each token and returns when it is true: the
+client went away, or the server is stopping. The server does the rest: HTTP, the key, stop strings, the
+one-generation-at-a-time lock. Without the method, `mf serve` refuses the provider (exit 6).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ class JobSpec(BaseModel):
 
     contract_version: int = CONTRACT_VERSION
     provider: str
-    action: Literal["validate", "load", "train", "export"]
+    action: Literal["validate", "load", "train", "export", "serve"]
     #: A path inside the container, or a hub reference ``org/repo:file``.
     model: str
     model_class: str = "AutoModelForCausalLM"

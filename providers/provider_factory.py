@@ -90,6 +90,8 @@ def available_providers() -> list[str]:
 
 
 def providers_supporting(action: str) -> list[str]:
+    if action == "serve":  # the optional streaming method, not a declared action
+        return [name for name in available_providers() if callable(getattr(PROVIDER_REGISTRY[name], "generate_stream", None))]
     return [name for name in available_providers() if action in getattr(PROVIDER_REGISTRY[name], "actions", ())]
 
 

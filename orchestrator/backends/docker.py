@@ -30,7 +30,7 @@ from providers.contract import JOB_DIR, LogEvent
 from providers.errors import ConfigurationError, ContainerError
 from providers.runtime import STOP_ON_STDIN_EOF_ENV
 
-from .. import LABEL_PREFIX, cache_dir, checks, engine
+from .. import LABEL_PREFIX, cache_dir, checks, engine, serving
 from ..outcome import EventSink, Exit, iter_lines
 from ..plan import Inputs, JobPlan, Mount
 from .base import Lines, LocalFilesBackend, OutputLease
@@ -246,6 +246,7 @@ class DockerBackend(LocalFilesBackend):
             container = self._get(job)
             if container is not None:
                 container.remove(force=True, v=True)
+                serving.cleanup(container.labels)  # a server's relay and key
         shutil.rmtree(jobs_root() / job.removeprefix(self.prefix), ignore_errors=True)
 
     def is_running(self, job: str) -> bool:

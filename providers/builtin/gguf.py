@@ -286,6 +286,34 @@ class GGUFProvider(BaseProvider):
             "cpu_budget": self.n_threads if self.fixed_threads is None else None,
         }
 
+    def generate_stream(self, model: Any, tokenizer: Any, *, messages: list[dict[str, str]] | None = None,
+                        prompt: str | None = None, max_tokens: int, temperature: float, top_p: float = 1.0,
+                        should_stop: Any = lambda: False) -> Iterator[str | int]:
+        """Serve's generation: llama-cpp-python's chat completion (the GGUF's chat template, rendered in its
+        sandboxed Jinja environment) or completion, streamed; threads refitted per token."""
+        fit = self.thread_fitter(model)
+        fit(wait=True)
+        sampling: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
+                                    "top_k": 1 if temperature == 0 else 40, "seed": self.seed, "stream": True}
+        if messages is not None:
+            chunks = model.create_chat_completion(messages=messages, **sampling)
+            text_of = lambda chunk: chunk["choices"][0].get("delta", {}).get("content")  # noqa: E731
+        else:
+            yield len(tokenizer.encode(prompt or ""))
+            chunks = model.create_completion(prompt, **sampling)
+            text_of = lambda chunk: chunk["choices"][0].get("text")  # noqa: E731
+        try:
+            for chunk in chunks:
+                text = text_of(chunk)
+                if text is None:  # the role's chunk, the finish reason's chunk
+                    continue
+                yield text
+                if should_stop():
+                    return
+                fit()
+        finally:
+            chunks.close()
+
     def thread_fitter(self, model: Any) -> Any:
         """A callable that sets the model's thread count to what the CPUs can give now (see CpuWatch),
         cheap enough to call per token; a no-op where the count is fixed or the model runs on a GPU."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,97 @@ class TransformersBase(BaseProvider):
             "tokens_per_second": round(int(new_ids.shape[0]) / seconds, 2) if seconds > 0 else None,
             "threads": torch.get_num_threads() if on_cpu else None,
         }
+
+    def generate_stream(self, model: Any, tokenizer: Any, *, messages: list[dict[str, str]] | None = None,
+                        prompt: str | None = None, max_tokens: int, temperature: float, top_p: float = 1.0,
+                        should_stop: Any = lambda: False) -> Iterator[str | int]:
+        """Serve's generation: ``model.generate`` in a thread, its tokens handed over one at a time (a streamer)
+        and decoded incrementally; the chat template is the tokenizer's."""
+        import queue
+        import threading
+
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers.generation.streamers import BaseStreamer
+
+        if messages is not None:
+            if not getattr(tokenizer, "chat_template", None):
+                raise ConfigurationError("This model has no chat template, so it cannot chat.",
+                                         "Use /v1/completions with a prompt, or a model with a chat template.")
+            inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                   return_dict=True)
+        else:
+            inputs = tokenizer(prompt, return_tensors="pt")
+        inputs = {k: v.to(model.device) for k, v in dict(inputs).items()}
+        prompt_len = int(inputs["input_ids"].shape[1])
+        yield prompt_len
+        handoff: queue.Queue[Any] = queue.Queue()
+        done = object()
+        on_cpu = model.device.type == "cpu"
+        threads = self.cpu_threads
+
+        class Handoff(BaseStreamer):  # type: ignore[misc]
+            first = True
+
+            def put(self, value: Any) -> None:
+                if self.first:  # generate's first call is the prompt
+                    self.first = False
+                    return
+                for token in value.reshape(-1).tolist():
+                    handoff.put(int(token))
+
+            def end(self) -> None:
+                handoff.put(done)
+
+        class Stop(StoppingCriteria):  # type: ignore[misc]
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                threads.fit(on_cpu=on_cpu)
+                stop = bool(should_stop())
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+        sampling: dict[str, Any] = {"do_sample": False}
+        if temperature > 0:
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                threads.fit(on_cpu=on_cpu, wait=True)
+                with torch.no_grad():
+                    model.generate(**inputs, max_new_tokens=max_tokens, pad_token_id=tokenizer.pad_token_id,
+                                   streamer=Handoff(), stopping_criteria=StoppingCriteriaList([Stop()]), **sampling)
+            except BaseException as exc:  # handed to the reader
+                failure.append(exc)
+                handoff.put(done)
+
+        worker = threading.Thread(target=run, name="mf-generate", daemon=True)
+        worker.start()
+        ids: list[int] = []
+        shown = ""
+        eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        try:
+            while (token := handoff.get()) is not done:
+                if token in eos:
+                    continue
+                ids.append(token)
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                if text.endswith("\ufffd"):  # half a character: wait for the rest
+                    yield ""
+                    continue
+                piece, shown = text[len(shown):], text
+                yield piece
+        finally:
+            worker.join()
+        if failure:
+            raise failure[0]
+
+    def attach_adapter(self, model: Any, adapter: str, merge: bool = True) -> Any:
+        """A LoRA adapter (a finished run's adapter/ folder) on the loaded base; merged into its weights
+        unless ``merge`` is False (merged generation skips the adapter's extra matrix products)."""
+        from peft import PeftModel
+
+        adapted = PeftModel.from_pretrained(model, adapter)
+        return adapted.merge_and_unload() if merge else adapted
 
     def train(self, job: Any, events: Any) -> dict[str, Any]:
         from ..runtime.training import run_training

@@ -13,6 +13,16 @@ from ..events import EventWriter
 
 def unsupported_action(provider_name: str, action: str, supported: tuple[str, ...]) -> UnsupportedActionError:
     """The error for an action a provider does not have; for train it names the providers that train."""
+    if action == "serve":
+        from ..provider_factory import providers_supporting
+
+        servers = providers_supporting("serve")
+        return UnsupportedActionError(
+            f"The {provider_name} provider cannot serve: it has no generate_stream method. Providers that serve: "
+            f"{servers}.",
+            f"Use `mf serve --provider {servers[0]} ...`, or add generate_stream to the provider "
+            "(docs/custom-providers.md)." if servers else "Add generate_stream to the provider (docs/custom-providers.md).",
+        )
     if action == "train":
         from ..provider_factory import providers_supporting
 
@@ -30,8 +40,13 @@ def unsupported_action(provider_name: str, action: str, supported: tuple[str, ..
 def check_action_supported(provider_name: str, provider: Any, action: str) -> None:
     """Raise unless ``provider`` (a class or an instance) supports ``action``.
 
-    Providers that do not declare ``actions`` (plain protocol implementations) get validate and load.
+    Providers that do not declare ``actions`` (plain protocol implementations) get validate and load;
+    serve is for the providers that implement the optional ``generate_stream``.
     """
+    if action == "serve":
+        if not callable(getattr(provider, "generate_stream", None)):
+            raise unsupported_action(provider_name, action, ())
+        return
     supported = tuple(getattr(provider, "actions", ("validate", "load")))
     if action not in supported:
         raise unsupported_action(provider_name, action, supported)
@@ -95,12 +110,19 @@ def export(provider: Any, job: JobSpec, events: EventWriter) -> dict[str, Any]:
     return run_export(provider, job, events)
 
 
+def serve(provider: Any, job: JobSpec, events: EventWriter) -> dict[str, Any]:
+    from .serve import serve as run_server
+
+    return run_server(provider, job, events)
+
+
 #: what the runtime runs; `export` steps are driven by `mf export`, not `mf run`
 ACTIONS: dict[str, Callable[[Any, JobSpec, EventWriter], dict[str, Any]]] = {
     "validate": validate,
     "load": load,
     "train": train,
     "export": export,
+    "serve": serve,
 }
 
 
