@@ -9,6 +9,7 @@ missing=()
 [ -x /usr/sbin/slurmctld ] || missing+=(slurm-wlm)
 [ -x /usr/sbin/munged ] || missing+=(munge)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)  # the tests' second Docker engine gets its own bridge
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)  # test_serve drives `mf chat` in a real terminal
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi

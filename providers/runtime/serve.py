@@ -422,6 +422,9 @@ def _unknown_model(asked: str, served: str) -> BadRequest:
 def _generation_error(exc: Exception) -> BadRequest:
     if isinstance(exc, BadRequest):
         return exc
+    if type(exc).__module__.startswith("jinja2"):  # the model's chat template, rendered in a sandbox
+        return BadRequest(500, f"The model's chat template failed: {type(exc).__name__}: {str(exc)[:300]}. "
+                          "Use /v1/completions with a prompt, or fix the template.", code="chat_template_error")
     if isinstance(exc, ValueError | ConfigurationError):  # e.g. a prompt beyond the context, no chat template
         text = exc.message if isinstance(exc, ConfigurationError) else str(exc)
         return BadRequest(400, text.strip().split("\n")[0][:500])
