@@ -42,6 +42,11 @@ SOCKET_NAME = "server.sock"
 KEY_FILE = "/run/mf-serve/api-key"
 DEFAULT_MAX_TOKENS_CAP = 2048
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+#: CPUs' worth of others' time a server still counts as its own: each streamed token costs mf's relay and the
+#: client reading the stream a little CPU (0.3-0.6 of a CPU at 100 tokens/s, measured), which the thread watch
+#: (providers/common/cpus.py) would otherwise take for a neighbour and drop a thread for (0.88x instead of 1.0x).
+#: A busy neighbour (a whole CPU) still takes a thread away.
+SERVING_SLACK = 0.75
 
 
 @dataclass
@@ -513,6 +518,9 @@ def serve(provider: Any, job: JobSpec, events: EventWriter) -> dict[str, Any]:
         model = attach(model, adapter, merge=bool(job.options.get("merge_adapter", True)))
     load_seconds = time.perf_counter() - started
     events.metric("load_seconds", load_seconds)
+    for watch in (getattr(provider, "_watch", None), getattr(getattr(provider, "cpu_threads", None), "watch", None)):
+        if watch is not None:
+            watch.slack = SERVING_SLACK
     shutting_down = threading.Event()
     stats: dict[str, Any] = {"requests": 0, "tokens": 0}
     app = build_app(provider, model, tokenizer, settings, key, shutting_down, stats)

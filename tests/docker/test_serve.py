@@ -361,3 +361,61 @@ def test_mf_chat_in_a_terminal(gguf_server: dict[str, Any], tmp_path: Path) -> N
         term.send("/bye", "Enter")
     finally:
         term.close()
+
+
+# -- huggingface: a finished train output, base + adapter ------------------------------------------------
+_PEFT_GREEDY = r"""
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from peft import PeftModel
+tok = AutoTokenizer.from_pretrained("/base")
+model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("/base", torch_dtype=torch.float32), "/adapter")
+out = {}
+ids = tok(sys.argv[1], return_tensors="pt")
+gen = model.generate(**ids, max_new_tokens=int(sys.argv[2]), do_sample=False, pad_token_id=tok.pad_token_id)
+out["completion"] = tok.decode(gen[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
+chat = tok.apply_chat_template([{"role": "user", "content": sys.argv[3]}], add_generation_prompt=True,
+                               return_tensors="pt", return_dict=True)
+gen = model.generate(**chat, max_new_tokens=int(sys.argv[2]), do_sample=False, pad_token_id=tok.pad_token_id)
+out["chat"] = tok.decode(gen[0][chat["input_ids"].shape[1]:], skip_special_tokens=True)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def trained_run(smollm2_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from .test_huggingface_image import write_config, write_dataset
+
+    work = tmp_path_factory.mktemp("serve-run")
+    work.chmod(0o755)
+    out = work / "run"
+    res = mf("run", "--provider", "huggingface", "train", "--model", str(smollm2_hf), "--dataset",
+             str(write_dataset(work / "data.jsonl")), "--output", str(out),
+             "--config", str(write_config(work / "job.json", max_steps=10, learning_rate=2e-3)), "--json", timeout=900)
+    assert res.code == 0, res.stderr
+    return out
+
+
+def test_a_finished_run_serves_what_the_adapted_model_generates(trained_run: Path, smollm2_hf: Path, hf_image: str,
+                                                                  docker_client: Any) -> None:
+    server = _serve(str(trained_run))
+    try:
+        assert server["model_id"] == "run"
+        client = _client(server)
+        served = client.completions.create(model="run", prompt="Once upon a time", max_tokens=24, temperature=0)
+        chat = client.chat.completions.create(model="run", max_tokens=24, temperature=0,
+                                              messages=[{"role": "user", "content": QUESTION}])
+        streamed = client.chat.completions.create(model="run", max_tokens=24, temperature=0, stream=True,
+                                                  messages=[{"role": "user", "content": QUESTION}])
+        streamed_text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    finally:
+        assert mf("jobs", "cancel", server["job"]).code == 0
+    out = docker_client.containers.run(
+        hf_image, entrypoint=["python", "-c", _PEFT_GREEDY, "Once upon a time", "24", QUESTION], network_mode="none",
+        remove=True, environment={"HOME": "/tmp", "HF_HUB_OFFLINE": "1"}, user="1000:1000",
+        volumes={str(smollm2_hf): {"bind": "/base", "mode": "ro"},
+                 str(trained_run / "adapter"): {"bind": "/adapter", "mode": "ro"}})
+    reference = json.loads(out.decode().strip().splitlines()[-1])
+    # the server merges the adapter into the base; the reference keeps peft's separate LoRA product
+    assert served.choices[0].text == reference["completion"]
+    assert chat.choices[0].message.content == reference["chat"] == streamed_text
