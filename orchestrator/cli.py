@@ -17,6 +17,7 @@ from .commands.images_cmd import images_group
 from .commands.jobs_cmd import jobs_group
 from .commands.providers_cmd import providers_command
 from .commands.run_cmd import run_command
+from .commands.runs_cmd import runs_group
 from .commands.serve_cmd import chat_command, serve_command
 
 DEBUG_ENV = "MF_DEBUG"
@@ -37,6 +38,7 @@ cli.add_command(export_command)
 cli.add_command(jobs_group)
 cli.add_command(serve_command)
 cli.add_command(chat_command)
+cli.add_command(runs_group)
 
 
 def main() -> None:

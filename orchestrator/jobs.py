@@ -68,7 +68,8 @@ class JobRequest:
 
 
 def run_job(request: JobRequest, on_event: EventSink, on_build: Callable[[str], None],
-            on_layer: Callable[[dict[str, Any]], None] = lambda event: None) -> dict[str, Any]:
+            on_layer: Callable[[dict[str, Any]], None] = lambda event: None,
+            on_submit: Callable[[str], None] = lambda job: None) -> dict[str, Any]:
     """Run ``request`` in its provider's image; return the result payload or raise the job's error."""
     backend = backends.create(request.backend, request.backend_options)
     # 1. the request, on the host
@@ -85,11 +86,11 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: Callable[[str], 
         plan = make_plan(request, provider.name, image, reference, spec.lock_hash, inputs, gpu_host,
                          backend.user(), backend.gpus(request, gpu_host))
         # 4. the backend, and 5. the outcome
-        return execute(backend, plan, lease, on_event, request.detach)
+        return execute(backend, plan, lease, on_event, request.detach, on_submit)
 
 
 def execute(backend: Backend, plan: JobPlan, lease: OutputLease | None, on_event: EventSink,
-            detach: bool = False) -> dict[str, Any]:
+            detach: bool = False, on_submit: Callable[[str], None] = lambda job: None) -> dict[str, Any]:
     """Submit ``plan`` and follow it to its end (or return once it runs, with ``detach``): Ctrl-C and
     SIGTERM cancel it, giving it its grace period; what a followed job leaves is removed however it ends."""
     plan = backend.prepare(plan, detach)
@@ -101,6 +102,7 @@ def execute(backend: Backend, plan: JobPlan, lease: OutputLease | None, on_event
     with sigterm_as_interrupt():
         try:
             job = backend.submit(plan, lease.folder if lease else None)
+            on_submit(job)
             if lease is not None:
                 lease.started(job)
             if detach:

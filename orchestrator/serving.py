@@ -282,8 +282,8 @@ class Ready:
 
 
 def serve(req: ServeRequest, on_event: Callable[[Any], None], on_build: Callable[[str], None],
-          on_ready: Callable[[Ready], None], on_layer: Callable[[dict[str, Any]], None] = lambda e: None
-          ) -> dict[str, Any]:
+          on_ready: Callable[[Ready], None], on_layer: Callable[[dict[str, Any]], None] = lambda e: None,
+          on_submit: Callable[[str], None] = lambda job: None) -> dict[str, Any]:
     """Run the server: followed until Ctrl-C / SIGTERM (then its result, or the interrupt), or detached (the
     job's id once /health answers)."""
     from providers.contract import StageEvent
@@ -324,7 +324,7 @@ def serve(req: ServeRequest, on_event: Callable[[Any], None], on_build: Callable
                     ready.seconds = time.perf_counter() - started
                     on_ready(ready)
 
-        result = run_job(request, on_event=on_job_event, on_build=on_build, on_layer=on_layer)
+        result = run_job(request, on_event=on_job_event, on_build=on_build, on_layer=on_layer, on_submit=on_submit)
         if not result.get("detached"):
             return result
         job = str(result["job"])

@@ -40,7 +40,13 @@ def export_command(run: Path | None, model: Path | None, adapter: Path | None, f
     request = ExportRequest(run=run, model=model, adapter=adapter, quantize=parse_types(quantize), output=output,
                             keep_intermediate=keep_intermediate, overwrite=overwrite, registry=registry)
     renderer = renderer_for(as_json)
-    result = run_export(request, renderer.on_event, renderer.on_build)
+    from ..runs import recorded
+
+    with recorded("export", provider="huggingface", model=str(model or run), output=str(output),
+                  config={"quantize": request.quantize, "adapter": str(adapter) if adapter else None},
+                  lazy=False) as record:
+        result = run_export(request, renderer.on_event, renderer.on_build)
+        record.finished(result)
     if as_json:
         import json
 

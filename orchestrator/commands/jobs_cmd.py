@@ -52,7 +52,8 @@ def list_command(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['id']:14} {row['state']:12} {row['provider'] or '?'} {row['action'] or '?'}  {row['folder']}")
+        where = row.get("url") or row["folder"]  # a server: where it answers
+        click.echo(f"{row['id']:14} {row['state']:12} {row['provider'] or '?'} {row['action'] or '?'}  {where}")
 
 
 @jobs_group.command("logs")

@@ -176,13 +176,23 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
             notes.append(f"the config's model_name {config.model} is not used: --model {model} is what runs")
         for note in notes:
             renderer.on_event(StageEvent(name="config", message=note))
-    if as_json:
-        outcome = run_job(request, on_event=renderer.on_event, on_build=renderer.on_build)
-    else:
-        from ..render import LayerProgress
+    from ..runs import recorded
 
-        with LayerProgress() as layers:
-            outcome = run_job(request, on_event=renderer.on_event, on_build=renderer.on_build, on_layer=layers)
+    with recorded(action, provider=provider, model=model, dataset=dataset_arg, output=output_arg, backend=backend,
+                  config={k: v for k, v in extra.items() if v}, enabled=not dry_run) as record:
+        if as_json:
+            outcome = run_job(request, on_event=renderer.on_event, on_build=renderer.on_build,
+                              on_submit=record.submitted)
+        else:
+            from ..render import LayerProgress
+
+            with LayerProgress() as layers:
+                outcome = run_job(request, on_event=renderer.on_event, on_build=renderer.on_build, on_layer=layers,
+                                  on_submit=record.submitted)
+        if outcome.get("detached"):
+            record.detached(str(outcome["job"]))
+        else:
+            record.finished(outcome)
     if outcome.get("dry_run"):
         click.echo(outcome["manifests"], nl=False)
         return

@@ -112,14 +112,26 @@ def serve_command(run: Path | None, provider: str | None, model: str | None, ada
 
     from providers.errors import InterruptedJobError
 
+    from ..runs import RunRecord
+
+    record = RunRecord("serve", provider=request.provider, model=str(request.model),
+                       config={"adapter": str(request.adapter) if request.adapter else None, "port": port})
     try:
-        result = serve(request, renderer.on_event, renderer.on_build, on_ready)
+        result = serve(request, renderer.on_event, renderer.on_build, on_ready, on_submit=record.submitted)
     except InterruptedJobError:
+        record.finished({})  # Ctrl-C is how a server ends
         if as_json:
             click.echo(json.dumps({"event": "stopped"}))
         else:
             click.echo("Stopped: the server and its container are gone.", err=True)
         sys.exit(130)
+    except BaseException as exc:
+        record.failed(exc)
+        raise
+    if detach:
+        record.detached(str(result["job"]))
+    else:
+        record.finished(result)
     if as_json and not detach:
         click.echo(json.dumps(result))
 

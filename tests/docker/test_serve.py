@@ -79,6 +79,14 @@ def test_openai_client_lists_chats_and_streams(gguf_server: dict[str, Any]) -> N
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
 
 
+def test_a_detached_server_is_listed_with_its_url(gguf_server: dict[str, Any]) -> None:
+    res = mf("jobs", "list", "--json")
+    assert res.code == 0, res.stderr
+    [row] = [r for r in json.loads(res.stdout) if r["id"] == gguf_server["job"]]
+    assert row["state"] == "RUNNING" and row["action"] == "serve"
+    assert row["url"] + "/v1" == gguf_server["url"]
+
+
 def test_the_key_is_a_file_not_argv_env_or_inspect(gguf_server: dict[str, Any], docker_client: Any) -> None:
     key_file = Path(gguf_server["key_file"])
     assert key_file.stat().st_mode & 0o077 == 0, oct(key_file.stat().st_mode)
