@@ -23,6 +23,11 @@ from ..errors import ConfigurationError
 from .train_config import TrainConfig
 
 MANIFEST = "manifest.json"
+#: one JSON line per trainer log (step, epoch, loss, learning rate, grad norm, eval figures): what `mf runs show`
+#: draws and any script can read
+METRICS = "metrics.jsonl"
+#: TensorBoard's event files, written by the trainer's own TensorBoard callback (tensorboardX in the image)
+LOGS_DIR = "logs"
 ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_FILES = ("trainer_state.json", "adapter_model.safetensors")

@@ -11,6 +11,7 @@ checkpoints and atomic writes in ``checkpoints.py``. No ML library is imported a
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,7 +24,9 @@ from ..errors import ConfigurationError, InterruptedJobError
 from .checkpoints import (
     ADAPTER_DIR,
     CHECKPOINTS_DIR,
+    LOGS_DIR,
     MANIFEST,
+    METRICS,
     STAGING_DIR,
     atomic_json,
     check_output_folder,
@@ -43,6 +46,22 @@ def is_metric(key: str) -> bool:
     if key.endswith(("_runtime", "_per_second", "num_tokens")):
         return False
     return key == "loss" or key.startswith(("eval_", "rewards/"))
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """Drop metrics.jsonl's lines past ``step`` (a resumed run logs them again), atomically."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if int(json.loads(line).get("step", 0)) <= step:
+                kept.append(line)
+        except (ValueError, AttributeError):
+            continue  # a line cut off by a crash
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def split_records(records: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any] | None]:
@@ -93,6 +112,13 @@ def atomic_checkpoints(trainer_cls: type, output: Path) -> type:
     return AtomicCheckpoints
 
 
+def tensorboard_available() -> bool:
+    """Whether the image has a TensorBoard writer (tensorboardX, in the huggingface and unsloth images)."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(name) is not None for name in ("tensorboardX", "tensorboard"))
+
+
 def trainer_args(config: TrainConfig, output: Path, *, use_cpu: bool, evaluate: bool,
                  distributed: bool = False) -> dict[str, Any]:
     """The arguments every recipe's trainer takes (transformers' TrainingArguments and TRL's configs). Under
@@ -120,7 +146,7 @@ def trainer_args(config: TrainConfig, output: Path, *, use_cpu: bool, evaluate: 
         "fp16": config.precision == "fp16",
         "gradient_checkpointing": gradient_checkpointing,
         "gradient_checkpointing_kwargs": {"use_reentrant": False} if gradient_checkpointing else None,
-        "report_to": [],
+        "report_to": ["tensorboard"] if tensorboard_available() else [],
         "disable_tqdm": True,
         "use_cpu": use_cpu,
         "dataloader_num_workers": 0,
@@ -143,12 +169,15 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
     for reason in skipped:
         events.log(f"skipped {reason}; resuming from the newest whole checkpoint", "warning")
     if not resume:
-        for leftover in (output / CHECKPOINTS_DIR, output / ADAPTER_DIR, output / MANIFEST):
+        for leftover in (output / CHECKPOINTS_DIR, output / ADAPTER_DIR, output / MANIFEST, output / METRICS,
+                         output / LOGS_DIR):
             if leftover.is_dir():
                 shutil.rmtree(leftover)
             elif leftover.exists():
                 leftover.unlink()
     shutil.rmtree(output / CHECKPOINTS_DIR / STAGING_DIR, ignore_errors=True)  # a save cut off last time
+    if checkpoint is not None:  # the lines past the checkpoint are logged again as training resumes from it
+        keep_metrics_until(output / METRICS, int(checkpoint.name.rsplit("-", 1)[1]))
     from .distributed import world as current_world
 
     world = current_world()
@@ -200,6 +229,7 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
 
     class EventsCallback(TrainerCallback):  # type: ignore[misc]
         def __init__(self) -> None:
+            self.metrics_file: Any = None
             self.started = time.perf_counter()
             self.first_step: int | None = None
             self.last_eval: dict[str, float] = {}
@@ -207,6 +237,8 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
             logs = logs or {}
+            if state.is_world_process_zero:
+                self.write_metrics(state, logs)
             for key, value in logs.items():
                 if is_metric(key) and isinstance(value, int | float):
                     events.metric(key, float(value), step=state.global_step)
@@ -223,6 +255,19 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
                 state.global_step, state.max_steps, "steps",
                 f"loss={logs['loss']:.4f} lr={logs.get('learning_rate', 0):.2e} {rate:.2f} steps/s",
             )
+
+        def write_metrics(self, state: Any, logs: dict[str, Any]) -> None:
+            row = {"step": state.global_step, "epoch": round(float(state.epoch or 0), 4),
+                   **{k: v for k, v in logs.items() if isinstance(v, int | float) and not isinstance(v, bool)}}
+            if self.metrics_file is None:
+                self.metrics_file = (output / METRICS).open("a", encoding="utf-8")
+            self.metrics_file.write(json.dumps(row) + "\n")
+            self.metrics_file.flush()  # a reader (mf runs show, a plot) sees each line as it is logged
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.metrics_file is not None:
+                self.metrics_file.close()
+                self.metrics_file = None
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             fit_threads()
@@ -247,6 +292,7 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
         threads.fit(on_cpu=on_cpu)
 
     callback = EventsCallback()
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(output / LOGS_DIR)  # the trainer's TensorBoard callback writes there
     ctx = TrainContext(config=config, model=model, tokenizer=tokenizer, train_records=train_records,
                        eval_records=eval_records, callbacks=[callback], events=events,
                        args=trainer_args(config, output, evaluate=eval_records is not None, distributed=world.distributed,

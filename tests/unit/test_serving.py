@@ -75,3 +75,4 @@ def test_a_saved_conversation_loads_back() -> None:
     assert back.payload("m")["messages"][0] == {"role": "system", "content": "Be brief."}
     with pytest.raises(ValueError):
         Conversation.from_json("[1, 2]")
+
