@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
-from bench import busy, cluster, generation, image_builds, registry, serve, training  # noqa: E402
+from bench import busy, cluster, generation, history, image_builds, registry, serve, training  # noqa: E402
 from orchestrator import engine, images  # noqa: E402
 
 #: `--only PART`: the key of its result in the report, and how to measure it
@@ -44,6 +44,7 @@ PARTS: dict[str, tuple[str, Callable[[argparse.Namespace], Any]]] = {
                                                                          args.checkpoint.resolve())),
     "busy": ("busy", lambda args: busy.bench_busy(max(2, args.reps // 2), args.checkpoint.resolve(),
                                                   slurm=os.geteuid() == 0 and shutil.which("slurmctld") is not None)),
+    "history": ("history", lambda args: history.bench_history(args.reps)),
     "serve": ("serve", lambda args: serve.bench_serve(max(3, args.reps // 2), args.checkpoint.resolve())),
     "distributed": ("distributed", lambda args: training.bench_distributed(max(3, args.reps // 2),
                                                                            args.checkpoint.resolve())),
@@ -65,6 +66,8 @@ def table(report: dict[str, Any]) -> str:
         lines += busy.rows(report["busy"])
     if "serve" in report:
         lines += serve.rows(report["serve"])
+    if "history" in report:
+        lines += history.rows(report["history"])
     if "distributed" in report:
         lines += training.distributed_rows(report["distributed"])
     cc = report.get("gguf_cuda_on_cpu")
@@ -111,6 +114,8 @@ def main() -> int:
     print("busy machines ...", file=sys.stderr)
     report["busy"] = busy.bench_busy(max(2, args.reps // 2), args.checkpoint.resolve(),
                                      slurm=os.geteuid() == 0 and shutil.which("slurmctld") is not None)
+    print("run history ...", file=sys.stderr)
+    report["history"] = history.bench_history(args.reps)
     print("mf serve ...", file=sys.stderr)
     report["serve"] = serve.bench_serve(max(3, args.reps // 2), args.checkpoint.resolve())
     if os.getuid() == 0:

@@ -19,6 +19,7 @@ from .commands.providers_cmd import providers_command
 from .commands.run_cmd import run_command
 from .commands.runs_cmd import runs_group
 from .commands.serve_cmd import chat_command, serve_command
+from .commands.ui_cmd import ui_command
 
 DEBUG_ENV = "MF_DEBUG"
 
@@ -39,6 +40,7 @@ cli.add_command(jobs_group)
 cli.add_command(serve_command)
 cli.add_command(chat_command)
 cli.add_command(runs_group)
+cli.add_command(ui_command)
 
 
 def main() -> None:

@@ -54,7 +54,8 @@ _COLUMNS = ("id", "kind", "provider", "model", "dataset", "output", "backend", "
 
 
 def db_path() -> Path:
-    return cache_dir() / "runs.sqlite"
+    """$MF_RUNS_DB, else runs.sqlite in mf's cache folder."""
+    return Path(os.environ["MF_RUNS_DB"]) if os.environ.get("MF_RUNS_DB") else cache_dir() / "runs.sqlite"
 
 
 def connect(path: Path | None = None) -> sqlite3.Connection:
@@ -332,6 +333,27 @@ def metrics(output: str | None) -> list[dict[str, Any]]:
             with contextlib.suppress(ValueError):
                 rows.append(json.loads(line))
     return rows
+
+
+def details(run: Run) -> dict[str, Any]:
+    """What a run's output folder holds: manifest, checkpoints, top-level files, metrics.jsonl's rows."""
+    manifest: dict[str, Any] = {}
+    checkpoints: list[str] = []
+    files: list[str] = []
+    if run.output and "://" not in run.output and Path(run.output).is_dir():
+        out = Path(run.output)
+        with contextlib.suppress(OSError, ValueError):
+            manifest = json.loads((out / "manifest.json").read_text())
+        checkpoints = sorted((p.name for p in (out / "checkpoints").glob("checkpoint-*")),
+                             key=lambda n: int(n.rsplit("-", 1)[1]) if n.rsplit("-", 1)[1].isdigit() else 0)
+        files = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+    return {"manifest": manifest, "checkpoints": checkpoints, "files": files, "metrics": metrics(run.output)}
+
+
+def loss_series(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """metrics.jsonl's train and eval losses against the step."""
+    return {"loss": [(r["step"], r["loss"]) for r in rows if "loss" in r and "step" in r],
+            "eval_loss": [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r and "step" in r]}
 
 
 def curve(points: dict[str, list[tuple[float, float]]], width: int = 60, height: int = 12) -> list[str]:

@@ -10,6 +10,7 @@ missing=()
 [ -x /usr/sbin/munged ] || missing+=(munge)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)  # the tests' second Docker engine gets its own bridge
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)  # test_serve drives `mf chat` in a real terminal
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # test_ui drives `mf ui` in a real browser (Playwright)
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi

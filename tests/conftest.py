@@ -11,8 +11,15 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+@pytest.fixture(scope="session")
+def runs_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run history the tests' `mf` processes write (not the developer's)."""
+    return tmp_path_factory.mktemp("run-history") / "runs.sqlite"
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory, runs_db: Path) -> None:
+    monkeypatch.setenv("MF_RUNS_DB", str(runs_db))
     monkeypatch.setenv("MODELFORGE_LOAD_PLUGINS", "")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)

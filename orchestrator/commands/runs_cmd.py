@@ -6,7 +6,6 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -67,22 +66,11 @@ def runs_group(ctx: click.Context, all_kinds: bool, as_json: bool) -> None:
 @json_option
 def show_command(run: str, as_json: bool) -> None:
     """A run's settings, image, checkpoints, files, metrics and loss curve."""
-    from ..runs import curve, find, metrics
+    from ..runs import curve, details, find, loss_series
 
     record = find(run)
-    rows = metrics(record.output)
-    manifest: dict[str, Any] = {}
-    checkpoints: list[str] = []
-    files: list[str] = []
-    if record.output and Path(record.output).is_dir():
-        out = Path(record.output)
-        try:
-            manifest = json.loads((out / "manifest.json").read_text())
-        except (OSError, ValueError):
-            manifest = {}
-        checkpoints = sorted((p.name for p in (out / "checkpoints").glob("checkpoint-*")),
-                             key=lambda n: int(n.rsplit("-", 1)[1]) if n.rsplit("-", 1)[1].isdigit() else 0)
-        files = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+    info = details(record)
+    manifest, checkpoints, files, rows = info["manifest"], info["checkpoints"], info["files"], info["metrics"]
     if as_json:
         click.echo(json.dumps({**record.as_json(), "checkpoints": checkpoints, "files": files, "metrics": rows,
                                "manifest": manifest}, indent=2, default=str))
@@ -109,9 +97,7 @@ def show_command(run: str, as_json: bool) -> None:
              and (k.startswith(("train_loss", "eval_")) or k in ("steps", "global_step"))}
     if final:
         click.echo("metrics   " + "  ".join(f"{k}={v:.4g}" for k, v in final.items()))
-    series = {"loss": [(r["step"], r["loss"]) for r in rows if "loss" in r and "step" in r],
-              "eval_loss": [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r and "step" in r]}
-    chart = curve(series)
+    chart = curve(loss_series(rows))
     if chart:
         click.echo("")
         for line in chart:

@@ -1,0 +1,1 @@
+"""`mf ui`: the local web page (see app.py)."""
