@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,15 +12,24 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-@pytest.fixture(scope="session")
-def runs_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The run history the tests' `mf` processes write (not the developer's)."""
-    return tmp_path_factory.mktemp("run-history") / "runs.sqlite"
+@pytest.fixture(scope="session", autouse=True)
+def runs_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The run history the tests' `mf` processes write (not the developer's), from the session's start: module
+    fixtures that run jobs come before any function's monkeypatch."""
+    import os
+
+    path = tmp_path_factory.mktemp("run-history") / "runs.sqlite"
+    before = os.environ.get("MF_RUNS_DB")
+    os.environ["MF_RUNS_DB"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("MF_RUNS_DB", None)
+    else:
+        os.environ["MF_RUNS_DB"] = before
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory, runs_db: Path) -> None:
-    monkeypatch.setenv("MF_RUNS_DB", str(runs_db))
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     monkeypatch.setenv("MODELFORGE_LOAD_PLUGINS", "")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
