@@ -244,8 +244,18 @@ def _settle(conn: sqlite3.Connection, runs: list[Run]) -> None:
             else:
                 run.status = "finished" if state in ("COMPLETED", "EXITED(0)") else "failed"
                 _read_result(run)
-            conn.execute("UPDATE runs SET status = ?, result = ? WHERE id = ?",
-                         (run.status, json.dumps(run.result, default=str), run.id))
+            run.ended = _ended(run)
+            conn.execute("UPDATE runs SET status = ?, result = ?, ended = ? WHERE id = ?",
+                         (run.status, json.dumps(run.result, default=str), run.ended, run.id))
+
+
+def _ended(run: Run) -> float:
+    """When a job mf did not follow ended: when it wrote its result, else now (when it was seen ended)."""
+    with contextlib.suppress(OSError, TypeError):
+        written = (Path(str(run.output)) / "result.json").stat().st_mtime
+        if written >= run.started:
+            return written
+    return time.time()
 
 
 def _read_result(run: Run) -> None:

@@ -51,7 +51,7 @@ def svg_curve(series: dict[str, list[tuple[float, float]]], width: int = 640, he
         x1 = x0 + 1
     if y1 == y0:
         y0, y1 = y0 - 0.5, y1 + 0.5
-    left, bottom, pad = 56, 28, 10
+    left, bottom, pad = 72, 28, 10
 
     def sx(x: float) -> float:
         return left + (x - x0) / (x1 - x0) * (width - left - pad)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import job_containers, mf
+from .conftest import SESSION, job_containers, mf
 from .test_huggingface_image import write_dataset
 from .test_serve import _addresses
 
@@ -33,8 +33,9 @@ TRAIN = {"max_steps": "10", "batch_size": "2", "save_steps": "5", "logging_steps
 
 @pytest.fixture(scope="module")
 def ui() -> Iterator[dict[str, Any]]:
+    # the jobs it starts carry this session's label: the leftover check sees them
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "ui", "--port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "MF_SESSION": SESSION})
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("ModelForge at http://127.0.0.1:"), line + (proc.stderr.read() if proc.stderr else "")
@@ -43,6 +44,12 @@ def ui() -> Iterator[dict[str, Any]]:
     yield {"url": url, "base": base, "port": int(base.rsplit(":", 1)[1]), "token": url.split("token=", 1)[1]}
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where the pages' screenshots go: the test's folder (kept when it fails), or MF_TEST_SCREENSHOTS."""
+    return Path(os.environ.get("MF_TEST_SCREENSHOTS") or tmp_path / "screenshots")
 
 
 @pytest.fixture
@@ -60,7 +67,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 def _shot(page: Any, folder: Path, name: str) -> None:
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
@@ -94,8 +101,7 @@ def test_the_page_is_guarded(ui: dict[str, Any]) -> None:
 
 
 def test_train_from_the_form_watch_it_live_and_cancel_from_jobs(ui: dict[str, Any], browser: Any, smollm2_hf: Path,
-                                                                 tmp_path: Path, docker_client: Any) -> None:
-    shots = tmp_path / "screenshots"
+                                                                 tmp_path: Path, docker_client: Any, shots: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     tmp_path.chmod(0o755)
@@ -138,6 +144,8 @@ def test_train_from_the_form_watch_it_live_and_cancel_from_jobs(ui: dict[str, An
     rows = json.loads(mf("runs", "--json").stdout)
     [row] = [r for r in rows if r["id"] == run_id]
     assert row["status"] == "finished" and row["output"] == str(work / "run1")
+    assert mf("jobs", "cancel", row["job"]).code == 0  # a detached job's container is kept until then
+    assert next(r for r in json.loads(mf("runs", "--json").stdout) if r["id"] == run_id)["status"] == "finished"
 
     # a second run, cancelled from the jobs page: its container is gone, the run interrupted
     page.goto(ui["base"] + "/train")
