@@ -239,7 +239,7 @@ def _settle(conn: sqlite3.Connection, runs: list[Run]) -> None:
                 run.status = "finished" if run.result else "interrupted"
             elif state.startswith(("RUNNING", "CREATED", "PENDING", "CONFIGURING", "RESTARTING", "COMPLETING")):
                 continue
-            elif state.startswith(("CANCELLED", "PREEMPTED")):
+            elif state.startswith(("CANCELLED", "PREEMPTED", "ENDED")):  # ENDED: gone without an exit code
                 run.status = "interrupted"
             else:
                 run.status = "finished" if state in ("COMPLETED", "EXITED(0)") else "failed"

@@ -91,6 +91,9 @@ def test_a_run_exports_to_gguf_that_computes_what_the_adapted_model_computes(
     total = time.monotonic() - started
     assert res.code == 0, res.stderr
     result = res.last
+    runs = json.loads(mf("runs", "--json").stdout)  # the export is in the run history, finished
+    [record] = [r for r in runs if r["kind"] == "export" and r["output"] == str(out)]
+    assert record["status"] == "finished" and "Q8_0" in record["result"]["files"][1]["quantization"]
     assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "manifest.json", "model-f16.gguf", "model-f32.gguf",
                                                      "model-q4_k_m.gguf", "model-q8_0.gguf"]
     manifest = json.loads((out / "manifest.json").read_text())

@@ -130,6 +130,15 @@ def test_gpus_reach_slurm_as_a_gres_and_detach_then_follow(slurm: Path, gguf_ima
     followed = mf("jobs", "logs", job, "--follow", "--json", timeout=300)
     assert followed.code == 0, followed.stderr
     assert followed.last["event"] == "result" and followed.last["parameters"] == 134_515_008
+    # the run history settles a detached Slurm job from the scheduler's record of it
+    runs = json.loads(mf("runs", "--all", "--json").stdout)
+    [record] = [r for r in runs if r["job"] == job]
+    assert record["backend"] == "slurm" and record["kind"] == "validate" and record["detached"]
+    deadline = time.monotonic() + 30
+    while record["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        record = next(r for r in json.loads(mf("runs", "--all", "--json").stdout) if r["job"] == job)
+    assert record["status"] == "finished", record
     deadline = time.monotonic() + 30
     while _slurm_containers(docker_client) and time.monotonic() < deadline:
         time.sleep(0.5)
