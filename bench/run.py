@@ -44,7 +44,7 @@ PARTS: dict[str, tuple[str, Callable[[argparse.Namespace], Any]]] = {
                                                                          args.checkpoint.resolve())),
     "busy": ("busy", lambda args: busy.bench_busy(max(2, args.reps // 2), args.checkpoint.resolve(),
                                                   slurm=os.geteuid() == 0 and shutil.which("slurmctld") is not None)),
-    "history": ("history", lambda args: history.bench_history(args.reps)),
+    "history": ("history", lambda args: history.bench_history(args.reps, args.checkpoint.resolve())),
     "serve": ("serve", lambda args: serve.bench_serve(max(3, args.reps // 2), args.checkpoint.resolve())),
     "distributed": ("distributed", lambda args: training.bench_distributed(max(3, args.reps // 2),
                                                                            args.checkpoint.resolve())),
@@ -115,7 +115,7 @@ def main() -> int:
     report["busy"] = busy.bench_busy(max(2, args.reps // 2), args.checkpoint.resolve(),
                                      slurm=os.geteuid() == 0 and shutil.which("slurmctld") is not None)
     print("run history ...", file=sys.stderr)
-    report["history"] = history.bench_history(args.reps)
+    report["history"] = history.bench_history(args.reps, args.checkpoint.resolve())
     print("mf serve ...", file=sys.stderr)
     report["serve"] = serve.bench_serve(max(3, args.reps // 2), args.checkpoint.resolve())
     if os.getuid() == 0:
