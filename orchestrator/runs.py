@@ -168,7 +168,7 @@ class RunRecord:
         names = ", ".join(f"{name} = ?" for name in fields)
         values = [json.dumps(v, default=str) if isinstance(v, dict) else v for v in fields.values()]
         with contextlib.suppress(sqlite3.Error), contextlib.closing(connect()) as conn:
-            conn.execute(f"UPDATE runs SET {names} WHERE id = ?", (*values, self.id))  # noqa: S608 - our column names
+            conn.execute(f"UPDATE runs SET {names} WHERE id = ?", (*values, self.id))  # noqa: S608 # nosec B608 - our column names
 
     def submitted(self, job: str) -> None:
         self._insert()
@@ -296,7 +296,7 @@ def _alive(pid: int) -> bool:
 
 def list_runs(all_kinds: bool = False, limit: int | None = None) -> list[Run]:
     with contextlib.closing(connect()) as conn:
-        query = f"SELECT {', '.join(_COLUMNS)} FROM runs"  # noqa: S608 - our column names
+        query = f"SELECT {', '.join(_COLUMNS)} FROM runs"  # noqa: S608 # nosec B608 - our column names
         if not all_kinds:
             query += f" WHERE kind IN ({', '.join('?' * len(MAIN_KINDS))})"
         query += " ORDER BY started DESC"
@@ -310,7 +310,7 @@ def list_runs(all_kinds: bool = False, limit: int | None = None) -> list[Run]:
 def find(ref: str) -> Run:
     """A run by its id, a unique prefix of it, or its output folder (the newest run that wrote there)."""
     with contextlib.closing(connect()) as conn:
-        select = f"SELECT {', '.join(_COLUMNS)} FROM runs"  # noqa: S608 - our column names
+        select = f"SELECT {', '.join(_COLUMNS)} FROM runs"  # noqa: S608 # nosec B608 - our column names
         rows = conn.execute(f"{select} WHERE id LIKE ? ORDER BY started DESC", (ref.replace("%", "") + "%",)).fetchall()
         if len(rows) > 1 and not any(r[0] == ref for r in rows):
             raise ConfigurationError(f"{ref!r} is the start of {len(rows)} run ids.",
