@@ -264,7 +264,8 @@ class DockerBackend(LocalFilesBackend):
             rows.append({"id": self.prefix + container.name, "backend": self.name,
                          "provider": labels.get(f"{LABEL_PREFIX}.provider"),
                          "action": labels.get(f"{LABEL_PREFIX}.action"), "state": state,
-                         "folder": str(jobs_root() / container.name)})
+                         "folder": str(jobs_root() / container.name),
+                         **({"url": labels[serving.URL_LABEL]} if serving.URL_LABEL in labels else {})})
         return rows
 
 
