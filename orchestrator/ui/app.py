@@ -275,14 +275,41 @@ def create_app(session: Session, allowed_hosts: list[str] | None) -> Any:
             message = exc.message
         return RedirectResponse("/jobs?" + urlencode({"m": message}), status_code=303)
 
-    async def images_page(request: Request) -> Response:
+    async def images_page(request: Request, verified: list[dict[str, Any]] | None = None,
+                          message: str | None = None) -> Response:
         from .. import images
 
         try:
             rows = await run_in_threadpool(images.image_rows)
         except ModelForgeError as exc:
             return page("error.html", request, status=503, message=exc.message)
-        return page("images.html", request, images=rows)
+        return page("images.html", request, images=rows, verified=verified, message=message)
+
+    async def image_sbom(request: Request) -> Response:
+        """The image's CycloneDX SBOM (as `mf images sbom NAME` prints it)."""
+        from .. import images
+
+        spec = images.image_spec(request.path_params["provider"], request.path_params["flavour"])
+        try:
+            path = await run_in_threadpool(images.sbom, spec, lambda line: None)
+        except ModelForgeError as exc:
+            return page("error.html", request, status=404, message=exc.message)
+        return Response(path.read_bytes(), media_type="application/json",
+                        headers={"Content-Disposition": f'attachment; filename="{spec.provider}-{spec.flavour}.cdx.json"'})
+
+    async def images_verify(request: Request) -> Response:
+        """`mf images verify --all`: the local images against the signed release and the registry's digests."""
+        from .. import registry
+        from ..commands.images_cmd import _specs
+
+        try:
+            rows = await run_in_threadpool(lambda: registry.verify_local(_specs(None, True, None),
+                                                                         registry.require_registry(None)))
+        except ModelForgeError as exc:
+            from ..render import format_error
+
+            return await images_page(request, message=format_error(exc))
+        return await images_page(request, verified=rows)
 
     async def providers_page(request: Request) -> Response:
         from ..commands.providers_cmd import provider_rows
@@ -316,7 +343,9 @@ def create_app(session: Session, allowed_hosts: list[str] | None) -> Any:
         Route("/", home), Route("/runs", runs_page), Route("/runs/{run}", run_page),
         Route("/runs/{run}/curve", run_curve), Route("/runs/{run}/events", run_events),
         Route("/jobs", jobs_page), Route("/jobs/{job:path}/cancel", cancel_job, methods=["POST"]),
-        Route("/images", images_page), Route("/providers", providers_page), Route("/doctor", doctor_page),
+        Route("/images", images_page), Route("/images/verify", images_verify, methods=["POST"]),
+        Route("/images/{provider}/{flavour}/sbom", image_sbom),
+        Route("/providers", providers_page), Route("/doctor", doctor_page),
         Route("/train", train_form), Route("/train", train_submit, methods=["POST"]),
         Route("/api/runs", api_runs),
     ]

@@ -171,3 +171,25 @@ def test_train_from_the_form_watch_it_live_and_cancel_from_jobs(ui: dict[str, An
         time.sleep(1)
     assert status == "interrupted"
     page.close()
+
+
+def test_the_images_page_gives_sboms_and_verifies(ui: dict[str, Any], gguf_image: str) -> None:
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    opener.open(ui["url"], timeout=10).read()
+    page = opener.open(ui["base"] + "/images", timeout=30).read().decode()
+    assert gguf_image in page and 'href="/images/gguf/cpu/sbom"' in page
+    sbom = json.loads(opener.open(ui["base"] + "/images/gguf/cpu/sbom", timeout=120).read())
+    assert sbom["bomFormat"] == "CycloneDX" and any(c.get("name") == "llama-cpp-python" for c in sbom["components"])
+    csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    # the page's mf runs without a registry here: verify says so, as the CLI does, in one line
+    answer = opener.open(urllib.request.Request(ui["base"] + "/images/verify", data=f"csrf={csrf}".encode()),
+                         timeout=60).read().decode()
+    cli = mf("images", "verify", "--all")
+    assert cli.code != 0 and cli.stderr.strip().startswith("Error:")
+    assert html_unescape(cli.stderr.strip()) in html_unescape(answer)
+
+
+def html_unescape(text: str) -> str:
+    import html
+
+    return html.unescape(text)
