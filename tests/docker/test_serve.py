@@ -427,3 +427,28 @@ def test_a_finished_run_serves_what_the_adapted_model_generates(trained_run: Pat
     # the server merges the adapter into the base; the reference keeps peft's separate LoRA product
     assert served.choices[0].text == reference["completion"]
     assert chat.choices[0].message.content == reference["chat"] == streamed_text
+
+
+def test_the_guides_generate_stream_example_streams(hf_image: str, smollm2_hf: Path, docker_client: Any) -> None:
+    """docs/custom-providers.md's generate_stream, as printed, in the huggingface image: a completion and a chat."""
+    import re
+
+    from tests.conftest import ROOT
+
+    guide = (ROOT / "docs" / "custom-providers.md").read_text()
+    section = guide.split("### Serving (optional): `generate_stream`", 1)[1]
+    example = re.search(r"```python\n(.*?)```", section, re.S)
+    assert example is not None
+    code = "from typing import Any\n" + example.group(1).replace("    ...\n", "    pass\n", 1) + (
+        "\nimport json\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "tok = AutoTokenizer.from_pretrained('/base'); m = AutoModelForCausalLM.from_pretrained('/base')\n"
+        "p = CustomProvider()\n"
+        "print(json.dumps([list(p.generate_stream(m, tok, prompt='The capital of France is', max_tokens=4, "
+        "temperature=0)), list(p.generate_stream(m, tok, messages=[{'role': 'user', 'content': 'Hi'}], "
+        "max_tokens=3, temperature=0))]))\n")
+    out = docker_client.containers.run(hf_image, entrypoint=["python", "-c", code], network_mode="none", remove=True,
+                                       environment={"HOME": "/tmp", "HF_HUB_OFFLINE": "1"}, user="1000:1000",
+                                       volumes={str(smollm2_hf): {"bind": "/base", "mode": "ro"}})
+    completion, chat = json.loads(out.decode().strip().splitlines()[-1])
+    assert completion[0] == 5 and "".join(completion[1:]).strip().startswith("Paris")  # prompt tokens, then text
+    assert isinstance(chat[0], int) and len(chat) == 4 and "".join(chat[1:]).strip()
