@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import GGUF, ROOT, median, status
+from orchestrator.serving import health
 
 READY_TARGET = 2.0
 SPEED_TARGET = 0.95
@@ -69,17 +70,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _health(port: int) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        conn.request("GET", "/health")
-        return conn.getresponse().status
-    except OSError:
-        return 0
-    finally:
-        conn.close()
-
-
 def ready_seconds(reps: int) -> list[float]:
     """`mf serve --provider gguf` (foreground, images built) from its start to /health 200, then Ctrl-C."""
     times = []
@@ -88,7 +78,7 @@ def ready_seconds(reps: int) -> list[float]:
         started = time.perf_counter()
         proc = subprocess.Popen(_mf("serve", "--provider", "gguf", "--model", str(GGUF), "--port", str(port)),  # noqa: S603
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        while _health(port) != 200:  # noqa: PLR2004
+        while health("127.0.0.1", port) != 200:  # noqa: PLR2004
             if proc.poll() is not None:
                 raise RuntimeError("mf serve ended before it answered")
             time.sleep(0.005)

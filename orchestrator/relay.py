@@ -20,6 +20,8 @@ import socket
 import sys
 from pathlib import Path
 
+from orchestrator.runstate import pid_alive
+
 BUFFER = 64 * 1024
 _LOADING = (b'{"error": {"message": "The model is still loading (or the server has stopped); try again shortly.", '
             b'"type": "server_error", "code": "loading", "param": null}}')
@@ -71,16 +73,6 @@ async def _client(socket_path: str, reader: asyncio.StreamReader, writer: asynci
                 w.close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 async def run(listener: socket.socket, socket_path: str, state: Path, owner_pid: int | None) -> None:
     server = await asyncio.start_server(lambda r, w: _client(socket_path, r, w), sock=listener, limit=BUFFER)
     stop = asyncio.Event()
@@ -89,7 +81,7 @@ async def run(listener: socket.socket, socket_path: str, state: Path, owner_pid:
         loop.add_signal_handler(sig, stop.set)
     async with server:
         while not stop.is_set():
-            if not state.exists() or (owner_pid and not _alive(owner_pid)):
+            if not state.exists() or (owner_pid and not pid_alive(owner_pid)):
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)

@@ -23,6 +23,7 @@ from typing import Any
 from providers.errors import ConfigurationError, InterruptedJobError, ModelForgeError
 
 from . import cache_dir
+from .runstate import pid_alive
 
 STATUSES = ("running", "finished", "failed", "interrupted")
 #: what `mf runs` lists without --all (validate and load jobs are kept too, and shown with --all)
@@ -224,7 +225,7 @@ def _settle(conn: sqlite3.Connection, runs: list[Run]) -> None:
     for run in runs:
         if run.status != "running" or run.detached or run.host != here or not run.mf_pid:
             continue
-        if not _alive(run.mf_pid):
+        if not pid_alive(run.mf_pid):
             run.status, run.error = "interrupted", "mf stopped before the job ended (killed?)"
             conn.execute("UPDATE runs SET status = ?, error = ? WHERE id = ? AND status = 'running'",
                          (run.status, run.error, run.id))
@@ -282,16 +283,6 @@ def _backend_states(names: set[str]) -> dict[str, Any]:
         states[""].add(name)
         states.update({row["id"]: str(row["state"]) for row in rows})
     return states
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def list_runs(all_kinds: bool = False, limit: int | None = None) -> list[Run]:

@@ -32,7 +32,8 @@ from providers.errors import ConfigurationError
 LOCK_NAME = ".mf-run.lock"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -198,7 +199,7 @@ def recover_abandoned_outputs(still_running: Callable[[dict[str, Any]], bool] | 
     for record in records.glob("*.json"):
         try:
             data = json.loads(record.read_text())
-            if data.get("host") != socket.gethostname() or _pid_alive(int(data["pid"])):
+            if data.get("host") != socket.gethostname() or pid_alive(int(data["pid"])):
                 continue
             if data.get("job") and still_running is not None and still_running(data):
                 continue  # a detached job still writes there

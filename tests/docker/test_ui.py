@@ -71,6 +71,14 @@ def _shot(page: Any, folder: Path, name: str) -> None:
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
+def _start_from_form(page: Any, base: str, **fields: str) -> None:
+    """Open the training form, fill the fields given (the rest keep their defaults) and submit it."""
+    page.goto(base + "/train")
+    for name, value in fields.items():
+        page.fill(f"#{name}", value)
+    page.click("#start")
+
+
 def _status(url: str, headers: dict[str, str] | None = None, data: bytes | None = None) -> int:
     request = urllib.request.Request(url, data=data, headers=headers or {})
     try:
@@ -118,12 +126,8 @@ def test_train_from_the_form_watch_it_live_and_cancel_from_jobs(ui: dict[str, An
 
     # bad input: the CLI's line next to the field, nothing started
     before = len(job_containers(docker_client))
-    page.goto(ui["base"] + "/train")
-    page.fill("#model", str(smollm2_hf))
-    page.fill("#dataset", str(dataset))
-    page.fill("#output", str(work / "run-bad"))
-    page.fill("#max_steps", "ten")
-    page.click("#start")
+    _start_from_form(page, ui["base"], model=str(smollm2_hf), dataset=str(dataset), output=str(work / "run-bad"),
+                     max_steps="ten")
     assert page.locator("#error-max_steps").inner_text().startswith("Error: train config: max_steps: Input should be "
                                                                     "a valid integer")
     _shot(page, shots, "train-error")
@@ -148,12 +152,8 @@ def test_train_from_the_form_watch_it_live_and_cancel_from_jobs(ui: dict[str, An
     assert next(r for r in json.loads(mf("runs", "--json").stdout) if r["id"] == run_id)["status"] == "finished"
 
     # a second run, cancelled from the jobs page: its container is gone, the run interrupted
-    page.goto(ui["base"] + "/train")
-    page.fill("#model", str(smollm2_hf))
-    page.fill("#dataset", str(dataset))
-    page.fill("#output", str(work / "run2"))
-    page.fill("#max_steps", "500")
-    page.click("#start")
+    _start_from_form(page, ui["base"], model=str(smollm2_hf), dataset=str(dataset), output=str(work / "run2"),
+                     max_steps="500")
     page.wait_for_url("**/runs/*", timeout=600_000)
     second = page.url.rsplit("/", 1)[1]
     job = next(r for r in json.loads(mf("runs", "--json").stdout) if r["id"] == second)["job"]
