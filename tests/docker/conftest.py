@@ -185,6 +185,21 @@ def smollm2_hf(hf_image: str, docker_client: Any, demo_model: Path) -> Path:
     return Path(_checkpoint_maker().ensure_hf_checkpoint(docker_client, hf_image, demo_model))
 
 
+@pytest.fixture(scope="session")
+def trained_run(smollm2_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 10-step LoRA run of the real model (export and serve read it; tests that change it copy it)."""
+    from .test_huggingface_image import write_config, write_dataset
+
+    work = tmp_path_factory.mktemp("trained-run")
+    work.chmod(0o755)
+    out = work / "run"
+    res = mf("run", "--provider", "huggingface", "train", "--model", str(smollm2_hf), "--dataset",
+             str(write_dataset(work / "data.jsonl")), "--output", str(out),
+             "--config", str(write_config(work / "job.json", max_steps=10, learning_rate=2e-3)), "--json", timeout=900)
+    assert res.code == 0, res.stderr
+    return out
+
+
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Any]:
     """A tmpfs of a chosen size (needs root, as CI has)."""

@@ -15,7 +15,6 @@ import pytest
 from providers.contract import EXIT_CODES
 
 from .conftest import mf
-from .test_huggingface_image import write_config, write_dataset
 
 PROMPT = "The capital of Italy is"
 ANSWER = " Rome."
@@ -61,19 +60,6 @@ def _in_image(client: Any, image: str, code: str, args: list[str], volumes: dict
 
 def _max_diff(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) for x, y in zip(a, b, strict=True))
-
-
-@pytest.fixture(scope="module")
-def trained_run(smollm2_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("export-run")
-    work.chmod(0o755)
-    data = write_dataset(work / "data.jsonl")
-    out = work / "run"
-    res = mf("run", "--provider", "huggingface", "train", "--model", str(smollm2_hf), "--dataset", str(data),
-             "--output", str(out), "--config", str(write_config(work / "job.json", max_steps=10, learning_rate=2e-3)),
-             "--json", timeout=900)
-    assert res.code == 0, res.stderr
-    return out
 
 
 def _readable(path: Path) -> None:

@@ -390,20 +390,6 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def trained_run(smollm2_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from .test_huggingface_image import write_config, write_dataset
-
-    work = tmp_path_factory.mktemp("serve-run")
-    work.chmod(0o755)
-    out = work / "run"
-    res = mf("run", "--provider", "huggingface", "train", "--model", str(smollm2_hf), "--dataset",
-             str(write_dataset(work / "data.jsonl")), "--output", str(out),
-             "--config", str(write_config(work / "job.json", max_steps=10, learning_rate=2e-3)), "--json", timeout=900)
-    assert res.code == 0, res.stderr
-    return out
-
-
 def test_a_finished_run_serves_what_the_adapted_model_generates(trained_run: Path, smollm2_hf: Path, hf_image: str,
                                                                   docker_client: Any) -> None:
     server = _serve(str(trained_run))
