@@ -59,7 +59,7 @@ def keep_metrics_until(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, AttributeError):
             continue  # a line cut off by a crash
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
     os.replace(tmp, path)
 
@@ -172,15 +172,15 @@ def run_training(provider: Any, job: Any, events: Any) -> dict[str, Any]:
         for leftover in (output / CHECKPOINTS_DIR, output / ADAPTER_DIR, output / MANIFEST, output / METRICS,
                          output / LOGS_DIR):
             if leftover.is_dir():
-                shutil.rmtree(leftover)
+                shutil.rmtree(leftover, ignore_errors=True)  # every rank starts here: one of them removes it
             elif leftover.exists():
-                leftover.unlink()
+                leftover.unlink(missing_ok=True)
     shutil.rmtree(output / CHECKPOINTS_DIR / STAGING_DIR, ignore_errors=True)  # a save cut off last time
-    if checkpoint is not None:  # the lines past the checkpoint are logged again as training resumes from it
-        keep_metrics_until(output / METRICS, int(checkpoint.name.rsplit("-", 1)[1]))
     from .distributed import world as current_world
 
     world = current_world()
+    if checkpoint is not None and world.is_main:  # the lines past the checkpoint are logged again on resume
+        keep_metrics_until(output / METRICS, int(checkpoint.name.rsplit("-", 1)[1]))
     memory = MemoryWatch()
     summary, records = load_dataset_records(Path(options["dataset"]), config)
     events.stage("dataset", f"{summary.records} records ({summary.format}) for {config.task}")
