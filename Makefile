@@ -72,11 +72,11 @@ gpu-bundle: venv engine ## What a GPU machine without Docker needs for scripts/g
 	$(VENV)/bin/python scripts/gpu_bundle.py --arch $(or $(ARCH),90-real)
 
 lint: venv ## ruff, mypy, hadolint (Dockerfiles), shellcheck (scripts), bandit (Python security)
-	$(VENV)/bin/ruff check providers orchestrator tests scripts bench
+	$(VENV)/bin/ruff check providers orchestrator ModelForge tests scripts bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint images/*/Dockerfile images/*/Dockerfile.*
 	$(VENV)/bin/shellcheck scripts/*.sh images/base/*.sh .ci/run
-	$(VENV)/bin/bandit -q -r providers orchestrator -ll
+	$(VENV)/bin/bandit -q -r providers orchestrator ModelForge -ll
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/actionlint -shellcheck $(VENV)/bin/shellcheck .github/workflows/*.yml
 

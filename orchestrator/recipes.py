@@ -22,9 +22,10 @@ from functools import cached_property
 from importlib import metadata
 from pathlib import Path
 
+import ModelForge
 import providers
 from providers.errors import ImageError
-from providers.provider_factory import BUILTIN_DISTRIBUTION, PROVIDER_ORIGINS, PROVIDER_REGISTRY
+from providers.provider_factory import BUILTIN_DISTRIBUTION, PROVIDER_ORIGINS, PROVIDER_REGISTRY, plugin_recipe
 
 from . import IN_CHECKOUT, PROJECT_ROOT, project_labels
 
@@ -42,6 +43,8 @@ IMAGES_DIR = _recipes_dir()
 #: The Dockerfile of a plugin that ships only a lock.
 LOCKED_VENV_DOCKERFILE = IMAGES_DIR / "locked-venv" / "Dockerfile"
 PROVIDERS_SRC = Path(providers.__file__).resolve().parent
+#: The ModelForge compatibility package (``ModelForge.exceptions`` ...), in every image beside providers/.
+COMPAT_SRC = Path(ModelForge.__file__).resolve().parent
 BASE_SCRIPT = IMAGES_DIR / "base" / "build-rootfs.sh"
 BUILD_LOCK = "requirements.build.txt"
 #: A recipe's optional script, run once at build with bytecode writing on (see images/locked-venv/Dockerfile).
@@ -185,6 +188,7 @@ def app_files(provider: str) -> dict[str, bytes]:
     """What goes into an image's last layer: the providers package and its entry points (and a plugin's)."""
     files = {f"app/providers/{p.relative_to(PROVIDERS_SRC).as_posix()}": p.read_bytes()
              for p in _tree_files(PROVIDERS_SRC)}
+    files.update({f"app/ModelForge/{p.relative_to(COMPAT_SRC).as_posix()}": p.read_bytes() for p in _tree_files(COMPAT_SRC)})
     dist = "app/modelforge.dist-info"
     files[f"{dist}/METADATA"] = _metadata_txt().encode()
     files[f"{dist}/entry_points.txt"] = _entry_points_txt().encode()
@@ -315,8 +319,12 @@ def recipe_dir(provider: str) -> Path:
     builtin = IMAGES_DIR / provider
     if builtin.is_dir() or PROVIDER_ORIGINS.get(provider, BUILTIN_DISTRIBUTION) == BUILTIN_DISTRIBUTION:
         return builtin
-    recipe = getattr(PROVIDER_REGISTRY.get(provider), "image_recipe", None)
-    return Path(recipe) if recipe else builtin
+    cls = PROVIDER_REGISTRY.get(provider)
+    recipe = plugin_recipe(cls) if cls is not None else None
+    named = getattr(cls, "image_recipe", None)
+    if recipe is None and named:
+        return Path(named)  # named but missing: the error then names the folder
+    return recipe or builtin
 
 
 def flavours(provider: str) -> list[str]:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError, ProviderError
@@ -28,6 +30,8 @@ PROVIDER_REGISTRY: dict[str, type] = {}
 PLUGIN_ERRORS: dict[str, ProviderError] = {}
 #: name -> the distribution that provides it
 PROVIDER_ORIGINS: dict[str, str] = {}
+#: name -> the libraries a plugin's module imports that exist only in its image (see providers.hostimport)
+IMAGE_ONLY_IMPORTS: dict[str, list[str]] = {}
 
 
 def _distribution_name(ep: EntryPoint) -> str:
@@ -47,6 +51,7 @@ def load_registry() -> None:
     PROVIDER_REGISTRY.clear()
     PLUGIN_ERRORS.clear()
     PROVIDER_ORIGINS.clear()
+    IMAGE_ONLY_IMPORTS.clear()
     allowed = _plugins_allowed()
     eps = sorted(
         entry_points(group=ENTRY_POINT_GROUP),
@@ -67,7 +72,17 @@ def load_registry() -> None:
                 )
             continue
         try:
-            cls = ep.load()
+            try:
+                cls = ep.load()
+            except ModuleNotFoundError as missing_module:
+                if dist.lower() == BUILTIN_DISTRIBUTION or not missing_module.name:
+                    raise
+                from .hostimport import load_with_stand_ins
+
+                cls, stood_in = load_with_stand_ins(ep.load, missing_module.name)
+                if plugin_recipe(cls) is None:  # no image to have the library in: it is missing
+                    raise missing_module from None
+                IMAGE_ONLY_IMPORTS[name] = stood_in
         except Exception as exc:  # a broken plugin must not break the others
             PLUGIN_ERRORS[name] = ProviderError(
                 f"Plugin {dist} (provider {name!r}) failed to import: {type(exc).__name__}: {exc}.",
@@ -83,6 +98,21 @@ def load_registry() -> None:
             continue
         PROVIDER_REGISTRY[name] = cls
         PROVIDER_ORIGINS[name] = dist
+
+
+def plugin_recipe(cls: type) -> Path | None:
+    """The folder with a plugin's image recipe: the one its class names as ``image_recipe``, else the
+    ``image/`` folder beside its top-level package's ``__init__`` (what ``mf providers new`` makes, so
+    code written for ModelForge needs no attribute of ours); None when neither exists."""
+    named = getattr(cls, "image_recipe", None)
+    if isinstance(named, (str, os.PathLike)):
+        return Path(named) if Path(named).is_dir() else None
+    top = sys.modules.get(cls.__module__.split(".")[0])
+    top_file = getattr(top, "__file__", None)
+    if top_file is None:
+        return None
+    folder = Path(top_file).parent / "image"
+    return folder if folder.is_dir() else None
 
 
 def available_providers() -> list[str]:

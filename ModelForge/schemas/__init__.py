@@ -1,0 +1,1 @@
+"""ModelForge's ``schemas`` package: :mod:`ModelForge.schemas.training_schemas`."""
