@@ -47,7 +47,7 @@ def check_provider(request: JobRequest) -> Provider:
 
 
 def check_gpu_provider(provider: Provider, action: str, gpu_host: bool) -> None:
-    if provider.requires_gpu and action in ("load", "train", "serve") and not gpu_host:
+    if provider.requires_gpu and action in ("load", "train", "serve", "check") and not gpu_host:
         raise ProviderError(
             f"The {provider.name} provider needs an NVIDIA GPU for {action}; this Docker engine has no NVIDIA runtime.",
             "Run on a GPU host with the NVIDIA container toolkit, or use --provider huggingface.",

@@ -21,7 +21,7 @@ from pathlib import Path
 from providers.errors import ImageError
 
 from . import IN_CHECKOUT, PROJECT_ROOT, cache_dir, engine, label, recipes
-from .recipes import BASE_BUILD, BASE_RUNTIME, REPOSITORY, WARM_IMPORTS, BaseImage
+from .recipes import BASE_BUILD, BASE_RUNTIME, REPOSITORY, WARM_IMPORTS, BaseImage, lock_versions
 from .recipes import ImageSpec as ImageSpec
 from .recipes import flavours as flavours
 
@@ -94,6 +94,9 @@ def stage_wheelhouse(spec: ImageSpec, progress: Progress) -> Path:
     if stamp.exists():
         return target
     target.mkdir(parents=True, exist_ok=True)
+    if not any(lock_versions(lock) for lock in spec.locks):  # an extending plugin without extras
+        stamp.touch()
+        return target
     progress(f"staging wheels for {spec.provider} ({spec.flavour}) into {target}")
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
            "--require-hashes", "--no-deps", "--dest", str(target)]
@@ -130,6 +133,11 @@ def write_context(spec: ImageSpec, wheels: Path | None, out: Path, dockerfile: s
         add(tar, "Dockerfile", dockerfile.encode() if dockerfile is not None else spec.dockerfile.read_bytes())
         for lock in spec.locks:
             add(tar, lock.name, lock.read_bytes())
+        if spec.parent is not None:  # the extends Dockerfile copies both, even when there are no extras
+            add(tar, "extras.txt", b"".join(lock.read_bytes() for lock in spec.locks))
+            folder = tarfile.TarInfo("wheels")
+            folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o755, 0
+            tar.addfile(folder)
         add(tar, WARM_IMPORTS, spec.warm_imports)
         for wheel in sorted(wheels.iterdir()) if wheels is not None else []:
             if wheel.is_file() and not wheel.name.startswith("."):
@@ -143,6 +151,8 @@ def build_args(spec: ImageSpec, progress: Progress) -> dict[str, str]:
     buildargs = {"BASE": ensure_base(BASE_RUNTIME, progress), "FLAVOUR": spec.flavour}
     if spec.uses_build_base:
         buildargs["BASE_BUILD"] = ensure_base(BASE_BUILD, progress)
+    if spec.parent is not None:  # a plugin that extends a built-in image: that image first
+        buildargs["PARENT"] = ensure(spec.parent, progress)
     return buildargs
 
 
@@ -180,6 +190,10 @@ def build(spec: ImageSpec, progress: Progress) -> str:
     kept image, so a code change sends no wheels (GBs for unsloth) and reuses every layer below it."""
     if not spec.dockerfile.exists():
         raise ImageError(f"Provider {spec.provider} has no image recipe: {spec.dockerfile} is missing.")
+    unlocked = spec.unlocked()
+    if unlocked is not None and spec.parent is not None:
+        raise ImageError(f"The {spec.provider} provider's requirements.in is not locked: {unlocked} is missing.",
+                         f"Run `mf providers lock {spec.provider}`, then build again.")
     buildargs = build_args(spec, progress)
     with tempfile.TemporaryDirectory(prefix="mf-context-") as tmp:
         context = Path(tmp) / "context.tar"

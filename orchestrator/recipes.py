@@ -42,6 +42,9 @@ def _recipes_dir() -> Path:
 IMAGES_DIR = _recipes_dir()
 #: The Dockerfile of a plugin that ships only a lock.
 LOCKED_VENV_DOCKERFILE = IMAGES_DIR / "locked-venv" / "Dockerfile"
+#: The Dockerfile of a plugin that extends a built-in image (its recipe has a file ``extends``).
+EXTENDS_DOCKERFILE = IMAGES_DIR / "extends" / "Dockerfile"
+EXTENDS_FILE = "extends"
 PROVIDERS_SRC = Path(providers.__file__).resolve().parent
 #: The ModelForge compatibility package (``ModelForge.exceptions`` ...), in every image beside providers/.
 COMPAT_SRC = Path(ModelForge.__file__).resolve().parent
@@ -204,8 +207,16 @@ class ImageSpec:
     flavour: str
     recipe: Path
 
+    @cached_property
+    def parent(self) -> ImageSpec | None:
+        """The built-in image a plugin's recipe extends (its file ``extends``), in the same flavour."""
+        name = extended_provider(self.recipe)
+        return ImageSpec(name, self.flavour, IMAGES_DIR / name) if name else None
+
     @property
     def dockerfile(self) -> Path:
+        if self.parent is not None:
+            return EXTENDS_DOCKERFILE
         flavoured = self.recipe / f"Dockerfile.{self.flavour}"
         if flavoured.exists():
             return flavoured
@@ -231,6 +242,8 @@ class ImageSpec:
 
     @property
     def locks(self) -> list[Path]:
+        if self.parent is not None:  # the extras' lock, when the plugin has extras
+            return [self.lock] if self.lock.exists() else []
         return [self.lock, *self.build_locks]
 
     @property
@@ -238,6 +251,14 @@ class ImageSpec:
         """The recipe's warm-imports.py, or nothing (the Dockerfile then skips the step)."""
         path = self.recipe / WARM_IMPORTS
         return path.read_bytes() if path.exists() else b""
+
+    def unlocked(self) -> Path | None:
+        """The lock a build needs and the recipe lacks (its requirements.in not locked yet), or None."""
+        if self.parent is None:
+            return None if self.lock.exists() else self.lock
+        source = self.recipe / "requirements.in"
+        wants = source.exists() and any(line.split("#", 1)[0].strip() for line in source.read_text().splitlines())
+        return self.lock if wants and not self.lock.exists() else None
 
     @cached_property
     def lock_hash(self) -> str:
@@ -248,7 +269,8 @@ class ImageSpec:
         return app_files(self.provider)
 
     def _base_tags(self) -> list[bytes]:
-        return [BASE_RUNTIME.tag.encode()] + ([BASE_BUILD.tag.encode()] if self.uses_build_base else [])
+        parent = [self.parent.tag.encode()] if self.parent is not None else []
+        return [BASE_RUNTIME.tag.encode()] + ([BASE_BUILD.tag.encode()] if self.uses_build_base else []) + parent
 
     @cached_property
     def content_hash(self) -> str:
@@ -286,12 +308,18 @@ class ImageSpec:
 
     @property
     def key_versions(self) -> dict[str, str]:
+        if self.parent is not None:
+            extras = lock_versions(self.lock) if self.lock.exists() else {}
+            return {**self.parent.key_versions, **{k: v for k, v in extras.items()
+                                                   if k in _direct_requirements(self.recipe, self.flavour)}}
         pins = lock_versions(self.lock)
         return {name: pins[name] for name in _direct_requirements(self.recipe, self.flavour) if name in pins}
 
     @property
     def driver_floor(self) -> str | None:
         """The oldest NVIDIA driver the image's CUDA runtime (from its lock) works with."""
+        if self.parent is not None:
+            return self.parent.driver_floor
         pins = lock_versions(self.lock)
         runtime = next((v for k, v in pins.items() if k.startswith("nvidia-cuda-runtime")), None)
         return CUDA_DRIVER_FLOORS.get(int(runtime.split(".")[0])) if runtime else None
@@ -314,6 +342,19 @@ class ImageSpec:
         return project_labels("builder", provider=self.provider, flavour=self.flavour, build_hash=self.build_hash)
 
 
+def extended_provider(recipe: Path) -> str | None:
+    """The built-in provider whose image a plugin's recipe extends (its file ``extends``), or None."""
+    path = recipe / EXTENDS_FILE
+    if recipe.parent == IMAGES_DIR or not path.is_file():
+        return None
+    name = path.read_text().split("#", 1)[0].strip().lower()
+    if not (IMAGES_DIR / name / "Dockerfile").is_file():
+        builtins = sorted(p.parent.name for p in IMAGES_DIR.glob("*/requirements.*.txt") if p.parent.name != "locked-venv")
+        raise ImageError(f"{path} names {name!r}, which is not a built-in provider image: {sorted(set(builtins))}.",
+                         f"Write one of them in {path}.")
+    return name
+
+
 def recipe_dir(provider: str) -> Path:
     """images/<provider>/ for built-ins; for a plugin, the folder its provider class names as ``image_recipe``."""
     builtin = IMAGES_DIR / provider
@@ -329,6 +370,9 @@ def recipe_dir(provider: str) -> Path:
 
 def flavours(provider: str) -> list[str]:
     recipe = recipe_dir(provider)
+    parent = extended_provider(recipe)
+    if parent is not None:
+        return flavours(parent)
     return sorted(
         p.name.removeprefix("requirements.").removesuffix(".txt")
         for p in recipe.glob("requirements.*.txt") if not p.name.startswith("requirements.build.")

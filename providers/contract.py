@@ -40,7 +40,7 @@ class JobSpec(BaseModel):
 
     contract_version: int = CONTRACT_VERSION
     provider: str
-    action: Literal["validate", "load", "train", "export", "serve"]
+    action: Literal["validate", "load", "train", "export", "serve", "check"]
     #: A path inside the container, or a hub reference ``org/repo:file``.
     model: str
     model_class: str = "AutoModelForCausalLM"

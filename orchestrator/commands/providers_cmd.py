@@ -1,13 +1,16 @@
-"""`mf providers`: every registered provider, its image and whether that image is built."""
+"""`mf providers`: every registered provider, its image and whether that image is built; and the custom
+provider guide as commands: `new` (a package), `lock` (its image recipe), `check` (the guide's step 4)."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-from .options import json_option
+from .options import flavour_option, json_option
 
 
 def provider_rows() -> list[dict[str, Any]]:
@@ -47,10 +50,29 @@ def provider_rows() -> list[dict[str, Any]]:
     return rows
 
 
-@click.command("providers")
+@click.group("providers", invoke_without_command=True)
 @json_option
-def providers_command(as_json: bool) -> None:
-    """List the providers, their images, and whether each image is built."""
+@click.pass_context
+def providers_command(ctx: click.Context, as_json: bool) -> None:
+    """List the providers, their images, and whether each image is built.
+
+    \b
+    mf providers new NAME         a provider package (entry point, image recipe, test)
+    mf providers lock NAME        hash-lock its image recipe
+    mf providers check NAME ...   the interface on the host, then each method in its image
+    """
+    if ctx.invoked_subcommand is None:
+        list_providers(as_json)
+
+
+@providers_command.command("list")
+@json_option
+def list_command(as_json: bool) -> None:
+    """List the providers (the same as `mf providers`)."""
+    list_providers(as_json)
+
+
+def list_providers(as_json: bool) -> None:
     rows = provider_rows()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -64,3 +86,114 @@ def providers_command(as_json: bool) -> None:
         built = {True: "[green]yes[/]", False: "[yellow]no[/]", None: "-"}[row["built"]]
         table.add_row(row["name"], ", ".join(row["actions"]), row["image"] or "-", built, row["note"])
     stdout_console.print(table)
+
+
+@providers_command.command("new")
+@click.argument("name")
+@click.option("--from-file", "from_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A provider module to package byte for byte (e.g. the guide's custom_provider.py).")
+@click.option("--stack", type=click.Choice(["transformers", "llama-cpp", "none"]), default=None,
+              help="What the image builds on: the huggingface image (transformers), the gguf image (llama-cpp), "
+                   "or a lock of its own (none). Default: from the file's imports, else transformers.")
+@click.option("--dir", "target", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write the package. Default: ./mf-provider-NAME.")
+def new_command(name: str, from_file: Path | None, stack: str | None, target: Path | None) -> None:
+    """Write a provider package: the provider, its entry point, its image recipe and a test."""
+    from ..provider_kit import scaffold
+
+    folder, stack, files = scaffold(name, target or Path(f"mf-provider-{name}"), stack, from_file)
+    click.echo(f"Wrote {folder}/ ({stack} stack): {', '.join(files)}")
+    click.echo("Next:")
+    click.echo(f"  mf providers lock {name}" + ("   # after listing its libraries in image/requirements.in"
+                                               if stack == "none" else ""))
+    click.echo(f"  pip install -e {folder}")
+    click.echo(f"  mf providers check {name} --model MODEL")
+
+
+@providers_command.command("lock")
+@click.argument("name")
+@click.option("--flavour", "flavours", multiple=True, metavar="FLAVOUR",
+              help="Lock this flavour (cpu, cuda; repeatable). Default: cpu, or every flavour of the image it extends.")
+@click.option("--dir", "package_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The package's folder. Default: the installed provider's, else ./mf-provider-NAME.")
+def lock_command(name: str, flavours: tuple[str, ...], package_dir: Path | None) -> None:
+    """Hash-lock a plugin's image recipe (requirements.in) for the image's Python and platform."""
+    from ..provider_kit import lock
+
+    for path in lock(name, list(flavours) or None, package_dir, progress=lambda m: click.echo(m, err=True)):
+        click.echo(f"Wrote {path}")
+
+
+MARK = {True: "✅", False: "❌", None: "➖"}
+
+
+@providers_command.command("check")
+@click.argument("name")
+@click.option("--model", required=True, help="A model the provider loads (a local path; with --script, the model "
+                                             "every model id the script passes is read as).")
+@click.option("--model-class", default="AutoModelForCausalLM", show_default=True)
+@click.option("--script", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Run this test script in the image instead (the guide's test_custom_provider.py, unchanged); "
+                   "its ✅/❌ lines are the checks.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="A job config whose provider_config the provider gets.")
+@flavour_option
+@json_option
+def check_command(name: str, model: str, model_class: str, script: Path | None, config_file: Path | None,
+                  flavour: str | None, as_json: bool) -> None:
+    """The guide's step 4 as a command: the interface on the host, then (in the provider's image, built
+    where missing) validate_model_access, load_model, load_tokenizer and the pad token, each ✅ or ❌."""
+    from ..provider_kit import host_checks
+
+    records = host_checks(name, flavour)
+    show = _printer(as_json)
+    for record in records:
+        show(record)
+    if all(r["ok"] is not False for r in records):
+        for record in _image_checks(name, model, model_class, script, config_file, flavour, as_json):
+            show(record)
+            records.append(record)
+    failed = [r for r in records if r["ok"] is False]
+    if not as_json:
+        passed = sum(r["ok"] is True for r in records)
+        click.echo(f"{passed} passed, {len(failed)} failed" + ("" if records[-1].get("where") != "host" or not failed
+                                                              else " (on the host; the image was not built)"))
+    if failed:
+        sys.exit(1)
+
+
+def _printer(as_json: bool) -> Any:
+    def show(record: dict[str, Any]) -> None:
+        if as_json:
+            click.echo(json.dumps(record, ensure_ascii=False))
+            return
+        seconds = f" ({record['seconds']:.2f} s)" if record.get("seconds") else ""
+        click.echo(f"{MARK[record['ok']]} {record['name']}: {record['detail']}{seconds}")
+    return show
+
+
+def _image_checks(name: str, model: str, model_class: str, script: Path | None, config_file: Path | None,
+                  flavour: str | None, as_json: bool) -> list[dict[str, Any]]:
+    from providers.contract import LogEvent, StageEvent
+    from providers.schemas import load_job_config
+
+    from ..jobs import JobRequest, run_job
+
+    options: dict[str, Any] = {}
+    mounts: list[tuple[Path, str, bool]] = []
+    if script is not None:
+        target = f"/check/{script.name}"
+        options = {"script": target, "swap_model": True}
+        mounts.append((script.resolve(), target, True))
+    config = load_job_config(config_file) if config_file else None
+    request = JobRequest(provider=name, action="check", model=model, model_class=model_class, flavour=flavour,
+                         provider_config=config.provider_config if config else {}, options=options, mounts=mounts)
+
+    def on_event(event: Any) -> None:  # the provider's logs and the stages, to stderr: stdout has the checks
+        if isinstance(event, StageEvent) and event.message:
+            click.echo(f"  {event.message}", err=True)
+        elif isinstance(event, LogEvent) and not as_json:
+            click.echo(f"  | {event.message}", err=True)
+
+    result = run_job(request, on_event=on_event, on_build=lambda line: click.echo(f"  {line}", err=True))
+    return [{**r, "where": "image"} for r in result.get("checks", [])]

@@ -43,6 +43,8 @@ def check_action_supported(provider_name: str, provider: Any, action: str) -> No
     Providers that do not declare ``actions`` (plain protocol implementations) get validate and load;
     serve is for the providers that implement the optional ``generate_stream``.
     """
+    if action == "check":  # mf providers check: every provider can be checked
+        return
     if action == "serve":
         if not callable(getattr(provider, "generate_stream", None)):
             raise unsupported_action(provider_name, action, ())

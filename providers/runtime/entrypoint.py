@@ -69,6 +69,10 @@ def run_job(job: JobSpec, events: EventWriter) -> dict[str, Any]:
     from ..provider_factory import create_provider
     from .actions import run_action
 
+    if job.action == "check":  # creating the provider is one of the checks
+        from .check import run_check
+
+        return run_check(job, events)
     provider = create_provider(job.provider, job.provider_config)
     return run_action(provider, job, events)
 
