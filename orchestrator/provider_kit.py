@@ -513,17 +513,17 @@ def host_checks(name: str, flavour: str | None) -> list[dict[str, Any]]:
     for method, (args, kwargs) in _CALLS.items():
         func = getattr(cls, method, None)
         if not callable(func):
-            add(method, False, f"missing: the provider protocol needs {method} (docs/custom-providers.md)")
+            add(f"{method} signature", False, f"missing: the provider protocol needs {method} (docs/custom-providers.md)")
             continue
         try:
             inspect.signature(func).bind(None, *args, **kwargs)
         except TypeError as exc:
             shown = ", ".join([*(repr(a) for a in args), *(f"{k}={v!r}" for k, v in kwargs.items())])
-            add(method, False, f"cannot be called as {method}({shown}): {exc}")
+            add(f"{method} signature", False, f"cannot be called as {method}({shown}): {exc}")
         except ValueError:
-            add(method, None, "signature not readable (a builtin); checked in the image")
+            add(f"{method} signature", None, "not readable (a builtin); checked in the image")
         else:
-            add(method, True, f"{method}{inspect.signature(func)}")
+            add(f"{method} signature", True, f"{method}{inspect.signature(func)}")
     try:
         given = create_provider(key).get_provider_name()
     except Exception as exc:  # a constructor that needs what only the image has

@@ -73,6 +73,8 @@ def model_copy_with_spaces(demo_model: Path, tmp_path: Path) -> Path:
 
 
 PLUGINS_SRC = ROOT / "tests" / "plugins"
+#: the guide's files (tests/fixtures/guide/test_custom_provider.py runs in an image, not under pytest)
+collect_ignore = ["fixtures"]
 
 
 @pytest.fixture(scope="session")

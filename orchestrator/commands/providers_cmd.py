@@ -168,7 +168,8 @@ def _printer(as_json: bool) -> Any:
             click.echo(json.dumps(record, ensure_ascii=False))
             return
         seconds = f" ({record['seconds']:.2f} s)" if record.get("seconds") else ""
-        click.echo(f"{MARK[record['ok']]} {record['name']}: {record['detail']}{seconds}")
+        detail = f": {record['detail']}" if record["detail"] else ""
+        click.echo(f"{MARK[record['ok']]} {record['name']}{detail}{seconds}")
     return show
 
 
@@ -195,5 +196,9 @@ def _image_checks(name: str, model: str, model_class: str, script: Path | None, 
         elif isinstance(event, LogEvent) and not as_json:
             click.echo(f"  | {event.message}", err=True)
 
-    result = run_job(request, on_event=on_event, on_build=lambda line: click.echo(f"  {line}", err=True))
+    def on_build(line: str) -> None:  # what is built, not the engine's every step
+        if line.startswith(("building ", "staging ", "pulling ")):
+            click.echo(f"  {line}", err=True)
+
+    result = run_job(request, on_event=on_event, on_build=on_build)
     return [{**r, "where": "image"} for r in result.get("checks", [])]
