@@ -11,7 +11,7 @@ usage: python bench/run.py [--reps 5] [--cold] [--out bench-results/bench.json]
 This is the one runner; the parts live by area, each with its rows of the table:
 generation.py (`mf run` overhead, CLI start, large vocabulary, gguf tokens/s, cuda image on CPU),
 training.py (LoRA steps/s, model load), busy.py (jobs beside busy processes), registry.py (push, verify, first
-run on an empty engine), cluster.py (Slurm), image_builds.py (sizes, rebuilds, SBOM scan, cold builds); common.py what they share.
+run on an empty engine), cluster.py (Slurm), provider_kit.py (new provider to passing check), image_builds.py (sizes, rebuilds, SBOM scan, cold builds); common.py what they share.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
-from bench import busy, cluster, generation, history, image_builds, registry, serve, training  # noqa: E402
+from bench import busy, cluster, generation, history, image_builds, provider_kit, registry, serve, training  # noqa: E402
 from orchestrator import engine, images  # noqa: E402
 
 #: `--only PART`: the key of its result in the report, and how to measure it
@@ -48,6 +48,7 @@ PARTS: dict[str, tuple[str, Callable[[argparse.Namespace], Any]]] = {
     "serve": ("serve", lambda args: serve.bench_serve(max(3, args.reps // 2), args.checkpoint.resolve())),
     "distributed": ("distributed", lambda args: training.bench_distributed(max(3, args.reps // 2),
                                                                            args.checkpoint.resolve())),
+    "provider-kit": ("provider_kit", lambda args: provider_kit.bench_provider_kit(args.checkpoint.resolve())),
 }
 
 
@@ -70,6 +71,8 @@ def table(report: dict[str, Any]) -> str:
         lines += history.rows(report["history"])
     if "distributed" in report:
         lines += training.distributed_rows(report["distributed"])
+    if "provider_kit" in report:
+        lines += provider_kit.rows(report["provider_kit"])
     cc = report.get("gguf_cuda_on_cpu")
     if cc:
         lines += generation.cuda_on_cpu_rows(cc)
@@ -118,6 +121,8 @@ def main() -> int:
     report["history"] = history.bench_history(args.reps, args.checkpoint.resolve())
     print("mf serve ...", file=sys.stderr)
     report["serve"] = serve.bench_serve(max(3, args.reps // 2), args.checkpoint.resolve())
+    print("new provider to passing check ...", file=sys.stderr)
+    report["provider_kit"] = provider_kit.bench_provider_kit(args.checkpoint.resolve())
     if os.getuid() == 0:
         print("registry, empty engine, Slurm ...", file=sys.stderr)
         report["travel"] = registry.bench_registry(args.reps)

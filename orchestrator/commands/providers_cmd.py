@@ -15,7 +15,13 @@ from .options import flavour_option, json_option
 
 def provider_rows() -> list[dict[str, Any]]:
     from providers.errors import EngineError, ImageError
-    from providers.provider_factory import PLUGIN_ERRORS, PROVIDER_ORIGINS, PROVIDER_REGISTRY, available_providers
+    from providers.provider_factory import (
+        IMAGE_ONLY_IMPORTS,
+        PLUGIN_ERRORS,
+        PROVIDER_ORIGINS,
+        PROVIDER_REGISTRY,
+        available_providers,
+    )
 
     from .. import engine, recipes
 
@@ -43,6 +49,8 @@ def provider_rows() -> list[dict[str, Any]]:
                 row["note"] = "Docker engine not reachable"
         except ImageError as exc:
             row["note"] = exc.message
+        if name in IMAGE_ONLY_IMPORTS:
+            row["note"] = " ".join([row["note"], f"imports {', '.join(IMAGE_ONLY_IMPORTS[name])} in its image only"]).strip()
         rows.append(row)
     for name, error in sorted(PLUGIN_ERRORS.items()):
         rows.append({"name": name, "origin": "?", "actions": [], "requires_gpu": False, "image": None,
