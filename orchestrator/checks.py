@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from providers.common.hub import parse_hub_reference
 from providers.contract import DATA_DIR, MODEL_DIR
-from providers.errors import ConfigurationError, ModelAccessError, ProviderError
+from providers.errors import ConfigurationError, ModelAccessError, ModelForgeError, ProviderError
 from providers.provider_factory import get_provider_class
 from providers.runtime.actions import check_action_supported
 from providers.runtime.checkpoints import check_output_folder, estimate_training_bytes
@@ -85,8 +85,9 @@ def job_user() -> tuple[int, int]:
     return uid, gid
 
 
-def resolve_model(model: str) -> tuple[str, Mount | None]:
-    """The model as the container sees it, and the mount that makes it visible (None for a hub ref)."""
+def resolve_model(model: str, remote: bool = False) -> tuple[str, Mount | None]:
+    """The model as the container sees it, and the mount that makes it visible (None for a hub ref, and for a
+    provider that calls out (``remote``): an id it resolves itself, such as a cloud API's model name)."""
     path = Path(model).expanduser()
     if path.exists():
         real = path.resolve()  # a symlink is followed: the real file is mounted, read-only
@@ -95,7 +96,7 @@ def resolve_model(model: str) -> tuple[str, Mount | None]:
         check_job_user_can_read(real)
         target = f"{MODEL_DIR}/{real.name}"
         return target, Mount(str(real), target, read_only=True)
-    if parse_hub_reference(model) is not None:
+    if parse_hub_reference(model) is not None or remote:
         return model, None
     raise ModelAccessError(
         f"Model not found: {model}",
@@ -206,10 +207,20 @@ def distributed_options(request: JobRequest) -> dict[str, Any]:
     return {"distributed": dist}
 
 
+def calls_out(provider: str) -> bool:
+    """Whether the provider declares hosts it connects to (``network``): its models may live there."""
+    from providers.protocol import declared_network
+
+    try:
+        return bool(declared_network(get_provider_class(provider)))
+    except (ModelForgeError, ValueError):
+        return False
+
+
 def local_inputs(request: JobRequest) -> Inputs:
     """The model, the extra mounts and (for train) the dataset as bind mounts of this machine's files, each
     checked; the HF cache and the output folder are mounted later, when the image is there."""
-    model, model_mount = resolve_model(request.model)
+    model, model_mount = resolve_model(request.model, remote=calls_out(request.provider))
     inputs = Inputs(model=model, mounts=[model_mount] if model_mount is not None else [],
                     options=dict(request.options), has_output=request.output is not None)
     inputs.mounts += [Mount(str(source), target, read_only) for source, target, read_only in request.mounts]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import backends, checks, recipes
+from . import backends, checks, egress, recipes
 from .backends.base import Backend, OutputLease
 from .outcome import EventLines, EventSink, Exit, outcome, sigterm_as_interrupt
 from .plan import JobPlan, make_plan
@@ -61,6 +61,10 @@ class JobRequest:
     detach: bool = False
     #: more labels on the job's container (a server's URL and state folder: serving.py)
     labels: dict[str, str] = field(default_factory=dict)
+    #: secrets for the job: name -> "env:VAR" or "file:/abs/path" (the value is read when the job starts)
+    secrets: dict[str, str] = field(default_factory=dict)
+    #: "open": the bridge network instead of the declared egress through the proxy (with --online)
+    network: str | None = None
     #: train: data-parallel ranks in the job's container (torchrun)
     nproc: int = 1
     #: nodes of a multi-node training job (slurm, kubernetes); ``nproc`` ranks on each
@@ -74,6 +78,8 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: Callable[[str], 
     backend = backends.create(request.backend, request.backend_options)
     # 1. the request, on the host
     provider = checks.check_provider(request)
+    network, allowed = egress.job_egress(provider.cls, request.online, request.network)
+    egress.check_declared_secrets(provider.cls, provider.name, request.secrets)
     inputs = backend.inputs(request)
     gpu_host = backend.gpu_host(request)
     backend.check(request, provider, gpu_host)
@@ -84,7 +90,7 @@ def run_job(request: JobRequest, on_event: EventSink, on_build: Callable[[str], 
     with backend.hold_output(request, inputs, provider.name, on_event) as lease:
         # 3. the plan
         plan = make_plan(request, provider.name, image, reference, spec.lock_hash, inputs, gpu_host,
-                         backend.user(), backend.gpus(request, gpu_host))
+                         backend.user(), backend.gpus(request, gpu_host), network=network, egress=allowed)
         # 4. the backend, and 5. the outcome
         return execute(backend, plan, lease, on_event, request.detach, on_submit)
 

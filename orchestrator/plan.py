@@ -84,6 +84,10 @@ class JobPlan:
     stop_grace: int = 10
     #: the job stops itself when its stdin closes (attached runs; see providers.runtime)
     stop_on_stdin_eof: bool = True
+    #: host:port pairs the job reaches through its egress proxy (see orchestrator/egress.py); empty: no proxy
+    egress: list[str] = field(default_factory=list)
+    #: name -> "env:VAR" | "file:PATH": where the backend reads each secret when it starts the job (never the value)
+    secrets: dict[str, str] = field(default_factory=dict)
 
     @property
     def run_image(self) -> str:
@@ -91,9 +95,11 @@ class JobPlan:
 
 
 def make_plan(request: JobRequest, provider: str, image: str, image_reference: str | None, lock_hash: str,
-              inputs: Inputs, gpu_host: bool, user: tuple[int, int], gpus: str | None) -> JobPlan:
+              inputs: Inputs, gpu_host: bool, user: tuple[int, int], gpus: str | None, network: str | None = None,
+              egress: list[str] | None = None) -> JobPlan:
     """The plan for ``request`` in ``image``: the job spec the entrypoint reads, the container's hardening,
-    its environment and labels. ``gpus`` is what the backend will pass (None: none)."""
+    its environment and labels. ``gpus`` is what the backend will pass (None: none); ``network`` and ``egress``
+    what :func:`orchestrator.egress.job_egress` decided (default: the bridge when online, else none)."""
     job = JobSpec(
         provider=provider,
         action=request.action,  # type: ignore[arg-type]
@@ -122,6 +128,10 @@ def make_plan(request: JobRequest, provider: str, image: str, image_reference: s
         environment["HF_HUB_OFFLINE"] = "1"
     if os.environ.get("MF_DEBUG"):
         environment["MF_DEBUG"] = "1"
+    if egress:
+        from .egress import proxy_environment
+
+        environment.update(proxy_environment())
     return JobPlan(
         image=image,
         image_reference=image_reference,
@@ -132,7 +142,9 @@ def make_plan(request: JobRequest, provider: str, image: str, image_reference: s
         # the token is passed by name from mf's environment, so it is never written into a file or argv
         pass_environment=["HF_TOKEN"] if request.online and os.environ.get("HF_TOKEN") else [],
         user=f"{user[0]}:{user[1]}",
-        network="bridge" if request.online else "none",
+        network=network or ("bridge" if request.online and egress is None else "none"),
+        egress=list(egress or []),
+        secrets=dict(request.secrets),
         tmpfs={"/tmp": "rw,nosuid,nodev,size=2g"},  # nosec B108
         pids_limit=PIDS_LIMIT,
         memory=request.memory,

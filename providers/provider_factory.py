@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import ConfigurationError, ProviderError
 from .log import logger
-from .protocol import missing_protocol_methods
+from .protocol import declared_network, declared_secrets, missing_protocol_methods
 
 ENTRY_POINT_GROUP = "modelforge.providers"
 BUILTIN_DISTRIBUTION = "modelforge"
@@ -94,6 +94,15 @@ def load_registry() -> None:
             PLUGIN_ERRORS[name] = ProviderError(
                 f"Plugin {dist} (provider {name!r}) does not implement the provider protocol: missing {', '.join(missing)}.",
                 "Implement every method of providers.protocol.ModelProvider.",
+            )
+            continue
+        try:
+            declared_network(cls)
+            declared_secrets(cls)
+        except ValueError as exc:
+            PLUGIN_ERRORS[name] = ProviderError(
+                f"Plugin {dist} (provider {name!r}) has a malformed declaration: {exc}.",
+                'Declare network = ["api.example.com:443", ...] and secrets = ["API_KEY", ...] on the provider class.',
             )
             continue
         PROVIDER_REGISTRY[name] = cls

@@ -34,6 +34,8 @@ class JobConfig(BaseModel):
     quantization_config: dict[str, Any] | None = None
     #: The training hyperparameters (see ``providers.runtime.train_config.TrainConfig``).
     train: dict[str, Any] = Field(default_factory=dict)
+    #: secrets for the job: {"NAME": "env:VAR" | "file:PATH"} (the values themselves never go in this file)
+    secrets: dict[str, str] = Field(default_factory=dict)
     #: read from a ModelForge TrainingConfig: what it became (lines for the user), and its dataset
     _notes: list[str] = PrivateAttr(default_factory=list)
     _dataset: str | None = PrivateAttr(default=None)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import secrets
 import shlex
 import shutil
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +32,7 @@ from providers.contract import JOB_DIR, LogEvent
 from providers.errors import ConfigurationError, ContainerError
 from providers.runtime import STOP_ON_STDIN_EOF_ENV
 
-from .. import LABEL_PREFIX, cache_dir, checks, engine, serving
+from .. import LABEL_PREFIX, cache_dir, checks, egress, engine, serving
 from ..outcome import EventSink, Exit, iter_lines
 from ..plan import Inputs, JobPlan, Mount
 from .base import Lines, LocalFilesBackend, OutputLease
@@ -138,6 +140,8 @@ class DockerBackend(LocalFilesBackend):
         self._container: Any = None
         self._stdin: Any = None
         self._image: str | None = None
+        self._egress: EgressProxy | None = None
+        self._secrets: Path | None = None
 
     def check(self, request: JobRequest, provider: checks.Provider, gpu_host: bool) -> None:
         if request.gpus not in (None, "none") and not gpu_host:
@@ -158,12 +162,19 @@ class DockerBackend(LocalFilesBackend):
                     on_event: EventSink) -> Iterator[OutputLease | None]:
         for name in engine.remove_orphaned_jobs():
             shutil.rmtree(jobs_root() / name, ignore_errors=True)
+            egress.remove_secrets(egress.secrets_root() / f"mf-secrets-{name}")
             on_event(LogEvent(level="warning", message=f"removed the orphaned job container {name} (its mf was killed)"))
         with super().hold_output(request, inputs, provider, on_event) as lease:
             yield lease
 
     def prepare(self, plan: JobPlan, detach: bool) -> JobPlan:
         plan.labels[GRACE_LABEL] = str(plan.stop_grace)  # for `mf jobs cancel`, from another mf
+        if "HF_TOKEN" in plan.pass_environment:  # here the token travels as a secret file, not in the environment
+            plan.pass_environment = [n for n in plan.pass_environment if n != "HF_TOKEN"]
+            plan.secrets = {**plan.secrets, "HF_TOKEN": "env:HF_TOKEN"}
+            plan.environment["HF_TOKEN_PATH"] = f"{egress.SECRETS_DIR}/HF_TOKEN"
+        if plan.egress:
+            self._egress_image = egress.ensure_image(lambda line: None)  # before the job: seconds, once
         if detach:
             plan.stop_on_stdin_eof = False  # no mf stays attached: the job runs to its end
             # no mf process owns it: the orphan reaper of the next `mf run` leaves it alone
@@ -181,13 +192,22 @@ class DockerBackend(LocalFilesBackend):
             spec_file = folder / "spec.json"
             spec_file.write_text(plan.spec_json, encoding="utf-8")
             os.chmod(spec_file, 0o644)
-            plan = dataclasses.replace(plan, mounts=[*plan.mounts, Mount(str(folder), str(JOB_DIR), True)])
+            mounts = [*plan.mounts, Mount(str(folder), str(JOB_DIR), True)]
+            if plan.secrets:
+                self._secrets = egress.write_secrets(name, plan.secrets, plan.user)
+                mounts.append(Mount(str(self._secrets), egress.SECRETS_DIR, True))
+            if plan.egress:
+                sockets = egress.socket_folder(folder, plan.user)
+                mounts.append(Mount(str(sockets), egress.SOCKET_DIR, False))
+            plan = dataclasses.replace(plan, mounts=mounts)
             self._image = plan.image
             self._container = engine.create_container(plan.run_image, name=name, **create_kwargs(plan))
             if plan.stop_on_stdin_eof:
                 # held until mf returns or dies: its end is the job's signal to stop (see providers.runtime)
                 self._stdin = self._container.attach_socket(params={"stdin": 1, "stream": 1})
             self._container.start()
+            if plan.egress:  # in the job's PID namespace, so started after it; the job waits for its socket
+                self._egress = EgressProxy(self._egress_image, self._container, sockets, plan.egress, plan.labels)
         except BaseException:
             self.finish(self.prefix + name)
             raise
@@ -203,7 +223,11 @@ class DockerBackend(LocalFilesBackend):
         if container is None:
             raise _no_record(job)
         image = self._image or container.attrs.get("Config", {}).get("Image", "")
+        proxy = self._egress
         for line in iter_lines(container.logs(stdout=True, stderr=False, stream=True, follow=True)):
+            if proxy is not None:  # the proxy's decisions, in order with the job's events (before its result)
+                for event in proxy.new_events(final='"event":"result"' in line or '"event":"error"' in line):
+                    on_line(json.dumps(event))
             on_line(line)
         status = container.wait()
         code = int(status.get("StatusCode", -1))
@@ -238,6 +262,12 @@ class DockerBackend(LocalFilesBackend):
             self.finish(job)  # no mf is following it: nothing else would remove it
 
     def finish(self, job: str) -> None:
+        if self._egress is not None:
+            self._egress.stop()
+            self._egress = None
+        if self._secrets is not None:
+            egress.remove_secrets(self._secrets)
+            self._secrets = None
         if self._stdin is not None:
             with contextlib.suppress(Exception):
                 self._stdin.close()
@@ -248,6 +278,7 @@ class DockerBackend(LocalFilesBackend):
                 container.remove(force=True, v=True)
                 serving.cleanup(container.labels)  # a server's relay and key
         shutil.rmtree(jobs_root() / job.removeprefix(self.prefix), ignore_errors=True)
+        egress.remove_secrets(egress.secrets_root() / f"mf-secrets-{job.removeprefix(self.prefix)}")
 
     def is_running(self, job: str) -> bool:
         container = self._get(job)
@@ -267,6 +298,51 @@ class DockerBackend(LocalFilesBackend):
                          "folder": str(jobs_root() / container.name),
                          **({"url": labels[serving.URL_LABEL]} if serving.URL_LABEL in labels else {})})
         return rows
+
+
+class EgressProxy:
+    """The egress proxy beside a followed job: started in a thread (the job's start does not wait for it), its
+    decisions streamed as they come, so that they reach the user as log events before the job's result."""
+
+    def __init__(self, image: str, job_container: Any, folder: Path, allowed: list[str], labels: dict[str, str]) -> None:
+        self._lines: list[str] = []
+        self._shown = 0
+        self._lock = threading.Lock()
+        self._container: Any = None
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(image, job_container, folder, allowed, labels),
+                                        name="mf-egress-proxy", daemon=True)
+        self._thread.start()
+
+    def _run(self, image: str, job_container: Any, folder: Path, allowed: list[str], labels: dict[str, str]) -> None:
+        try:
+            self._container = egress.start_proxy(image, job_container, folder, allowed, labels)
+            for raw in iter_lines(self._container.logs(stdout=True, stderr=False, stream=True, follow=True)):
+                with self._lock:
+                    self._lines.append(raw)
+        except BaseException as exc:  # the job then fails to connect, and says so; mf reports why here
+            self._failure = exc
+
+    def new_events(self, final: bool = False) -> list[dict[str, Any]]:
+        if final and self._container is not None:  # what the stream has not delivered yet
+            with contextlib.suppress(DockerException):
+                snapshot = self._container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace").splitlines()
+                with self._lock:
+                    if len(snapshot) > len(self._lines):
+                        self._lines = snapshot
+        with self._lock:
+            fresh, self._shown = self._lines[self._shown:], len(self._lines)
+        events = egress.log_events(fresh)
+        if final and self._failure is not None:
+            events.append({"v": 1, "event": "log", "level": "error",
+                           "message": f"the egress proxy did not start: {self._failure}"})
+        return events
+
+    def stop(self) -> None:
+        self._thread.join(timeout=10)
+        if self._container is not None:  # it ends with the job (its PID namespace); this is for a job that never ran
+            with contextlib.suppress(DockerException):
+                self._container.remove(force=True)
 
 
 def _no_record(job: str) -> ConfigurationError:

@@ -420,6 +420,20 @@ class KubernetesBackend(Backend):
         return UNPRIVILEGED_UID, UNPRIVILEGED_UID
 
     def prepare(self, plan: JobPlan, detach: bool) -> JobPlan:
+        if plan.egress:
+            # A NetworkPolicy selects pods and ports, not host names, and a sidecar proxy shares the pod's network
+            # with the job: nothing in plain Kubernetes keeps the job from bypassing it. Refused, not pretended.
+            raise ConfigurationError(
+                f"Kubernetes cannot hold this job to {', '.join(plan.egress[:2])}{', ...' if len(plan.egress) > 2 else ''}: "
+                "a NetworkPolicy allows ports and addresses, not host names (that needs an FQDN-aware CNI such as "
+                "Cilium's toFQDNs), and a proxy sidecar shares the job's network.",
+                "Run it with --backend docker or slurm (a proxy on a job with no network), or, with --online, "
+                "--network open to give the pod the cluster's egress.")
+        if plan.secrets:
+            raise ConfigurationError(
+                f"--secret ({', '.join(sorted(plan.secrets))}) is for Docker jobs; on Kubernetes a job's secrets are "
+                "Kubernetes Secrets.", "Create the Secret with kubectl and run the job with --backend docker, or "
+                "leave --secret out (HF_TOKEN comes from the Secret mf-hf-token).")
         plan.stop_on_stdin_eof = False  # the cluster owns the job's life; Ctrl-C deletes the Job
         plan.labels.pop("org.modelforge.owner-pid", None)
         plan.labels["org.modelforge.backend"] = "kubernetes"

@@ -135,7 +135,7 @@ def write_script(plan: JobPlan, folder: Path, options: SlurmOptions) -> Path:
 set -u
 state={shlex.quote(str(folder))}
 """ + _container_lines(plan, run, "mf-slurm-${SLURM_JOB_ID}", "$state/events.jsonl", "$state/stderr.log",
-                       "$state/exit_code")
+                       "$state/exit_code", after_start=_egress_lines(plan))
     script = folder / "job.sbatch"
     script.write_text("\n".join(header) + "\n" + body)
     script.chmod(0o755)
@@ -163,6 +163,23 @@ done
 "$docker" rm --force "$name" >/dev/null 2>&1 || true
 echo "$code" >"{exit_code}"
 exit "$code"
+"""
+
+
+def _egress_lines(plan: JobPlan) -> str:
+    """For a provider that calls out: the egress proxy, started once the job's container exists, in its PID
+    namespace (it ends with the job), its decisions to $state/egress.log (see orchestrator/egress.py)."""
+    if not plan.egress:
+        return ""
+    from .. import egress
+
+    proxy = " ".join(shlex.quote(a) for a in [
+        "run", "--rm", "--user", egress.proxy_user(), "--network", os.environ.get(egress.NETWORK_ENV) or "bridge",
+        "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges", "--pids-limit", "64", "--memory", "128m",
+        "--label", "org.modelforge.kind=egress", "--mount", f"type=bind,source={plan.labels[EGRESS_FOLDER_LABEL]},"
+        f"target={egress.SOCKET_DIR}", egress.image_tag(), f"{egress.SOCKET_DIR}/proxy.sock", *plan.egress])
+    return f"""until "$docker" inspect "$name" >/dev/null 2>&1 || ! kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+"$docker" {proxy.replace("run --rm", 'run --rm --name "$name-egress" --pid "container:$name"', 1)} >"$state/egress.log" 2>&1 &
 """
 
 
@@ -344,6 +361,24 @@ def list_jobs() -> list[dict[str, Any]]:
     return rows
 
 
+EGRESS_FOLDER_LABEL = f"{LABEL_PREFIX}.egress-folder"
+
+
+def _with_egress(folder: Path, on_line: Lines) -> Lines:
+    """The job's lines, with the egress proxy's decisions (``egress.log``) put before its result or error."""
+    log = folder / "egress.log"
+
+    def wrapped(line: str) -> None:
+        if log.exists() and ('"event":"result"' in line or '"event":"error"' in line):
+            from .. import egress
+
+            for event in egress.log_events(log.read_text(errors="replace").splitlines()):
+                on_line(json.dumps(event))
+        on_line(line)
+
+    return wrapped
+
+
 class SlurmBackend(LocalFilesBackend):
     """Submits the plan with sbatch; its events are read from the job's folder on shared storage."""
 
@@ -360,6 +395,15 @@ class SlurmBackend(LocalFilesBackend):
         return str(self.options.gpus) if self.options.gpus else super().gpus(request, gpu_host)
 
     def prepare(self, plan: JobPlan, detach: bool) -> JobPlan:
+        if plan.secrets:
+            names = sorted(plan.secrets)
+            raise ConfigurationError(
+                f"Secrets ({', '.join(names)}) reach Docker jobs only: a Slurm job's files are on the cluster's shared "
+                "disk, and a secret is never written to a disk.",
+                "Run the job with --backend docker, or give the node the secret by your cluster's own means.")
+        if plan.egress and nodes_of(plan) > 1:
+            raise ConfigurationError("A provider that calls out runs on one node (its egress proxy is the node's).",
+                                     "Leave --nodes out, or run it with --backend docker.")
         plan.stop_on_stdin_eof = False  # Slurm owns the job's life: scancel stops it, not a closed stdin
         # no mf process owns the container (a detached job outlives mf): the local orphan reaper leaves it alone
         plan.labels.pop(f"{LABEL_PREFIX}.owner-pid", None)
@@ -371,7 +415,15 @@ class SlurmBackend(LocalFilesBackend):
     def submit(self, plan: JobPlan, output: Path | None) -> str:
         self._folder = folder = new_job_dir()
         self._grace = plan.stop_grace
-        plan = dataclasses.replace(plan, mounts=[*plan.mounts, Mount(str(folder / "job"), str(JOB_DIR), True)])
+        mounts = [*plan.mounts, Mount(str(folder / "job"), str(JOB_DIR), True)]
+        if plan.egress:
+            from .. import egress
+
+            egress.ensure_image(lambda line: None)
+            sockets = egress.socket_folder(folder, plan.user)
+            mounts.append(Mount(str(sockets), egress.SOCKET_DIR, False))
+            plan = dataclasses.replace(plan, labels={**plan.labels, EGRESS_FOLDER_LABEL: str(sockets)})
+        plan = dataclasses.replace(plan, mounts=mounts)
         self._timings["start"] = time.monotonic()
         job_id = submit(plan, folder, self.options)
         self._timings["submitted"] = time.monotonic()
@@ -388,7 +440,7 @@ class SlurmBackend(LocalFilesBackend):
 
     def follow(self, job: str, on_line: Lines) -> Exit:
         folder = self._folder_of(job)
-        code = follow(job.removeprefix(self.prefix), folder, on_line, self._timings)
+        code = follow(job.removeprefix(self.prefix), folder, _with_egress(folder, on_line), self._timings)
         stderr_log = folder / "stderr.log"
         tail = "\n".join(stderr_log.read_text(errors="replace").splitlines()[-15:]) if stderr_log.exists() else ""
         timings = self._timings

@@ -100,3 +100,19 @@ class RegistryRef(click.ParamType):
 
 def registry_option(help_text: str) -> Callable[..., Any]:
     return click.option("--registry", default=None, type=RegistryRef(), metavar="HOST[:PORT]/PATH", help=help_text)
+
+
+def secret_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--secret", "secrets", multiple=True, metavar="NAME=env:VAR|file:PATH",
+        help="A secret for the job, read from an environment variable or a file (repeatable): a read-only file "
+             "/run/secrets/NAME in the job (providers.secrets.get), never in its environment, spec or logs.")(func)
+
+
+def parse_secrets(given: tuple[str, ...], from_config: dict[str, str]) -> dict[str, str]:
+    """name -> reference, from --secret (which wins) and the config's ``secrets``; each checked now (one line)."""
+    from ..egress import parse_secret
+
+    out = dict(parse_secret(f"{name}={ref}") for name, ref in from_config.items())
+    out.update(parse_secret(text) for text in given)
+    return out

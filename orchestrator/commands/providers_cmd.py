@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .options import flavour_option, json_option
+from .options import flavour_option, json_option, parse_secrets, secret_option
 
 
 def provider_rows() -> list[dict[str, Any]]:
@@ -145,10 +145,11 @@ MARK = {True: "✅", False: "❌", None: "➖"}
                    "its ✅/❌ lines are the checks.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A job config whose provider_config the provider gets.")
+@secret_option
 @flavour_option
 @json_option
 def check_command(name: str, model: str, model_class: str, script: Path | None, config_file: Path | None,
-                  flavour: str | None, as_json: bool) -> None:
+                  secrets: tuple[str, ...], flavour: str | None, as_json: bool) -> None:
     """The guide's step 4 as a command: the interface on the host, then (in the provider's image, built
     where missing) validate_model_access, load_model, load_tokenizer and the pad token, each ✅ or ❌."""
     from ..provider_kit import host_checks
@@ -158,7 +159,7 @@ def check_command(name: str, model: str, model_class: str, script: Path | None, 
     for record in records:
         show(record)
     if all(r["ok"] is not False for r in records):
-        for record in _image_checks(name, model, model_class, script, config_file, flavour, as_json):
+        for record in _image_checks(name, model, model_class, script, config_file, secrets, flavour, as_json):
             show(record)
             records.append(record)
     failed = [r for r in records if r["ok"] is False]
@@ -182,7 +183,7 @@ def _printer(as_json: bool) -> Any:
 
 
 def _image_checks(name: str, model: str, model_class: str, script: Path | None, config_file: Path | None,
-                  flavour: str | None, as_json: bool) -> list[dict[str, Any]]:
+                  secrets: tuple[str, ...], flavour: str | None, as_json: bool) -> list[dict[str, Any]]:
     from providers.contract import LogEvent, StageEvent
     from providers.schemas import load_job_config
 
@@ -196,7 +197,8 @@ def _image_checks(name: str, model: str, model_class: str, script: Path | None, 
         mounts.append((script.resolve(), target, True))
     config = load_job_config(config_file) if config_file else None
     request = JobRequest(provider=name, action="check", model=model, model_class=model_class, flavour=flavour,
-                         provider_config=config.provider_config if config else {}, options=options, mounts=mounts)
+                         provider_config=config.provider_config if config else {}, options=options, mounts=mounts,
+                         secrets=parse_secrets(secrets, config.secrets if config else {}))
 
     def on_event(event: Any) -> None:  # the provider's logs and the stages, to stderr: stdout has the checks
         if isinstance(event, StageEvent) and event.message:

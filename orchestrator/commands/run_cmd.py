@@ -11,7 +11,17 @@ import click
 from providers.protocol import ACTIONS
 from providers.runtime.train_config import STRATEGIES, TASK_MODEL_CLASS, TASKS
 
-from .options import GpuRequest, MemorySize, ProviderName, flavour_option, json_option, registry_option, renderer_for
+from .options import (
+    GpuRequest,
+    MemorySize,
+    ProviderName,
+    flavour_option,
+    json_option,
+    parse_secrets,
+    registry_option,
+    renderer_for,
+    secret_option,
+)
 
 
 def _prompt(value: str | None) -> str | None:
@@ -49,7 +59,11 @@ def _prompt(value: str | None) -> str | None:
               help="With train on --backend slurm or kubernetes: M nodes, --nproc ranks on each (one container per node).")
 @click.option("--resume", is_flag=True, help="With train: continue from the last complete checkpoint in --output.")
 @click.option("--overwrite", is_flag=True, help="With train: replace a finished run in --output.")
-@click.option("--online", is_flag=True, help="Give the container network access (hub downloads; HF_TOKEN).")
+@click.option("--online", is_flag=True, help="Let the job reach the Hugging Face hub (its hosts only, through the job's "
+                                             "egress proxy; HF_TOKEN as a secret file).")
+@click.option("--network", "network", type=click.Choice(["open"]), default=None,
+              help="With --online: the whole network (the bridge) instead of the hub's hosts only. The escape hatch.")
+@secret_option
 @click.option("--gpus", default=None, type=GpuRequest(), metavar="all|N|device=0,1",
               help="GPUs to pass. Default: all when the engine has an NVIDIA runtime.")
 @click.option("--memory", default=None, type=MemorySize(), metavar="SIZE", help="Memory limit for the job container, e.g. 4g.")
@@ -76,7 +90,7 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
                 dataset_arg: str | None, task: str | None, strategy: str | None, nproc: int | None, nodes: int | None,
                 resume: bool,
                 overwrite: bool,
-                online: bool, gpus: str | None,
+                online: bool, network: str | None, secrets: tuple[str, ...], gpus: str | None,
                 memory: str | None, cpus: float | None, registry: str | None, force_build: bool, backend: str,
                 partition: str | None,
                 time_limit: str | None, namespace: str | None, deadline: int | None, hf_cache: str | None,
@@ -122,6 +136,7 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
     if config is not None:
         extra.update(provider_config=config.provider_config, train=dict(config.train),
                      quantization_config=config.quantization_config)
+    extra["secrets"] = parse_secrets(secrets, config.secrets if config is not None else {})
     if config is not None and config.dataset and not dataset_arg and action == "train":
         dataset_arg = config.dataset  # a ModelForge config names its dataset
     if (nproc is not None or nodes is not None) and action != "train":
@@ -150,6 +165,7 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         online=online,
+        network=network,
         output=Path(output_arg) if output_arg and local else None,
         flavour=flavour,
         gpus=gpus,
@@ -179,7 +195,7 @@ def run_command(provider: str, action: str, model: str, model_class: str | None,
     from ..runs import recorded
 
     with recorded(action, provider=provider, model=model, dataset=dataset_arg, output=output_arg, backend=backend,
-                  config={k: v for k, v in extra.items() if v}, enabled=not dry_run) as record:
+                  config={k: v for k, v in extra.items() if v and k != "secrets"}, enabled=not dry_run) as record:
         if as_json:
             outcome = run_job(request, on_event=renderer.on_event, on_build=renderer.on_build,
                               on_submit=record.submitted)

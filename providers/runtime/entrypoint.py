@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     logger.addHandler(EventLogHandler(events))
     logger.setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    from .egress import start_forwarder
+
+    start_forwarder()  # a provider that calls out: its only way out is the egress proxy
     if os.environ.get(STOP_ON_STDIN_EOF_ENV) == "1":
         _stop_when_stdin_closes()
     provider_name, action = "?", "?"

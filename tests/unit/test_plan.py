@@ -37,6 +37,8 @@ PLAN = JobPlan(
     labels={"org.modelforge.kind": "job"},
     stop_grace=99,
     stop_on_stdin_eof=True,
+    egress=["api.example.com:443"],
+    secrets={"API_KEY": "env:API_KEY"},
 )
 
 Check = Callable[[dict[str, Any], str], bool]
@@ -78,6 +80,12 @@ CHECKS: dict[str, tuple[Check, Check]] = {
     "stop_on_stdin_eof": (lambda k, c: k["stdin_open"] is True and k["detach"] is False
                           and k["environment"]["MF_STOP_ON_STDIN_EOF"] == "1",
                           lambda k, c: "--interactive" in c and "MF_STOP_ON_STDIN_EOF=1" in c),
+    # the proxy is started beside the container (DockerBackend.submit, the Slurm script's egress lines): the job
+    # itself keeps no network (tests/docker/test_egress.py runs both for real)
+    "egress": (lambda k, c: k["network_mode"] == "none", lambda k, c: "--network none" in c),
+    # the value is read when the job starts and mounted as a file; neither backend's arguments ever hold it
+    # (the Slurm backend refuses secrets: test_slurm_and_kubernetes_refuse_what_they_cannot_hold)
+    "secrets": (lambda k, c: "API_KEY" not in str(k["environment"]), lambda k, c: "API_KEY" not in c),
 }
 
 
@@ -148,6 +156,9 @@ K8S_CHECKS: dict[str, K8sCheck] = {
     "labels": lambda cm, job, rest: job["metadata"]["labels"]["org.modelforge.kind"] == "job",
     "stop_grace": lambda cm, job, rest: job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 99,
     "stop_on_stdin_eof": lambda cm, job, rest: True,  # the cluster owns the job's life: mf deletes the Job
+    # refused by KubernetesBackend.prepare, with why: test_slurm_and_kubernetes_refuse_what_they_cannot_hold
+    "egress": lambda cm, job, rest: True,
+    "secrets": lambda cm, job, rest: True,
 }
 
 
@@ -199,3 +210,16 @@ def test_make_plan_online_gpu_train(monkeypatch: pytest.MonkeyPatch) -> None:
     assert plan.gpus == "all" and [u.name for u in plan.ulimits] == ["memlock", "stack"]
     assert plan.stop_grace == 120 and plan.memory == "4g" and '"device_map": "auto"' in plan.spec_json
     assert "hf_secret" not in repr(plan)
+
+
+def test_slurm_and_kubernetes_refuse_what_they_cannot_hold() -> None:
+    from orchestrator.backends.kubernetes import KubernetesBackend, KubernetesOptions
+    from orchestrator.backends.slurm import SlurmBackend
+    from providers.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"Secrets \(API_KEY\) reach Docker jobs only"):
+        SlurmBackend().prepare(dataclasses.replace(PLAN, labels={}), detach=False)
+    with pytest.raises(ConfigurationError, match="Kubernetes cannot hold this job to api.example.com:443: a NetworkPolicy"):
+        KubernetesBackend(KubernetesOptions()).prepare(dataclasses.replace(PLAN, labels={}), detach=False)
+    with pytest.raises(ConfigurationError, match=r"--secret \(API_KEY\) is for Docker jobs"):
+        KubernetesBackend(KubernetesOptions()).prepare(dataclasses.replace(PLAN, labels={}, egress=[]), detach=False)
