@@ -15,6 +15,7 @@ from .options import flavour_option, json_option, parse_secrets, secret_option
 
 def provider_rows() -> list[dict[str, Any]]:
     from providers.errors import EngineError, ImageError
+    from providers.protocol import declared_network, declared_secrets
     from providers.provider_factory import (
         IMAGE_ONLY_IMPORTS,
         PLUGIN_ERRORS,
@@ -37,6 +38,8 @@ def provider_rows() -> list[dict[str, Any]]:
             "origin": PROVIDER_ORIGINS.get(name, "?"),
             "actions": list(getattr(cls, "actions", ("validate", "load"))),
             "requires_gpu": bool(getattr(cls, "requires_gpu", False)),
+            "network": declared_network(cls),
+            "secrets": declared_secrets(cls),
             "image": None,
             "built": None,
             "note": "",
@@ -49,11 +52,14 @@ def provider_rows() -> list[dict[str, Any]]:
                 row["note"] = "Docker engine not reachable"
         except ImageError as exc:
             row["note"] = exc.message
+        if row["network"]:
+            row["note"] = " ".join([row["note"], f"reaches {', '.join(row['network'])} (egress proxy)"]).strip()
         if name in IMAGE_ONLY_IMPORTS:
             row["note"] = " ".join([row["note"], f"imports {', '.join(IMAGE_ONLY_IMPORTS[name])} in its image only"]).strip()
         rows.append(row)
     for name, error in sorted(PLUGIN_ERRORS.items()):
-        rows.append({"name": name, "origin": "?", "actions": [], "requires_gpu": False, "image": None,
+        rows.append({"name": name, "origin": "?", "actions": [], "requires_gpu": False, "network": [], "secrets": [],
+                     "image": None,
                      "built": None, "note": f"broken plugin: {error.message}"})
     return rows
 

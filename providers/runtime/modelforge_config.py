@@ -23,7 +23,7 @@ from ..errors import ConfigurationError
 from .train_config import TASK_MODEL_CLASS, TASK_STRATEGIES, TrainConfig
 
 #: The top-level keys of our own job config (``providers.schemas.JobConfig``).
-JOB_CONFIG_KEYS = frozenset({"provider", "provider_config", "model_class", "quantization_config", "train"})
+JOB_CONFIG_KEYS = frozenset({"provider", "provider_config", "model_class", "quantization_config", "train", "secrets"})
 
 #: ModelForge's task names (``VALID_TASKS``) and ours.
 MF_TASKS = {

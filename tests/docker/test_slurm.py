@@ -152,3 +152,15 @@ def test_paths_outside_the_shared_roots_are_refused(slurm: Path, gguf_image: str
     assert res.code == EXIT_CODES["configuration"]
     assert f"{demo_model.resolve()} is not under a shared root ({tmp_path})" in res.stderr
     assert _squeue() == ""
+
+
+def test_a_job_that_calls_out_gets_its_egress_proxy_on_the_node(slurm: Path, gguf_image: str) -> None:
+    """--online through Slurm: the batch script starts the proxy beside the job's container on the node; the job
+    asks it for huggingface.co:443 (no hub is reachable here, so the attempt fails: the path is the point)."""
+    res = mf("run", "--backend", "slurm", "-p", "gguf", "validate", "--model",
+             "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF:x.gguf", "--online", "--json", timeout=300)
+    assert res.code != 0
+    logs = [e["message"] for e in res.events if e["event"] == "log"]
+    assert any(" CONNECT huggingface.co:443" in m and m.startswith("egress ") for m in logs), (logs, res.stderr)
+    script = next((Path(os.environ["MF_SLURM_DIR"])).rglob("job.sbatch")).read_text()
+    assert '--pid "container:$name"' in script and "--network none" in script
