@@ -179,3 +179,135 @@ def run_checks() -> list[Check]:
     engine_check, info = check_engine()
     return [engine_check, *check_gpus(info), check_disk(info), check_shm(), check_hf_cache(), check_token(),
             check_slurm(), check_kubernetes()]
+
+
+# -- `mf doctor --model`: the hardware a fit estimate (orchestrator/fit.py) is measured against ----------------------
+
+@dataclass
+class Hardware:
+    """What a job could use here, in bytes: GPUs (total and free), RAM (the host's and the engine's view), free disk
+    where models, caches and outputs go, and /dev/shm."""
+
+    gpus: list[dict[str, Any]]
+    ram_total: int
+    ram_available: int
+    engine_ram_total: int | None
+    cpus: int
+    disk_free: dict[str, int]
+    shm_bytes: int | None
+
+    @property
+    def device(self) -> str:
+        return "gpu" if self.gpus else "cpu"
+
+    @property
+    def budget(self) -> int:
+        """The memory one job may fill: the freest GPU's free memory, else the RAM available to the engine (the
+        host's available memory, or less when the engine runs in a smaller VM)."""
+        if self.gpus:
+            return max(int(g["memory_free"]) for g in self.gpus)
+        if self.engine_ram_total:
+            return min(self.ram_available, self.engine_ram_total)
+        return self.ram_available
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "device": self.device, "budget": self.budget}
+
+
+def read_meminfo(path: Path = Path("/proc/meminfo")) -> dict[str, int]:
+    """/proc/meminfo's fields, in bytes."""
+    fields: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        name, _, value = line.partition(":")
+        parts = value.split()
+        if parts and parts[0].isdigit():
+            fields[name] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
+    return fields
+
+
+def gpu_memory(info: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each GPU the engine's NVIDIA runtime would pass to a job, with its memory, from nvidia-smi; none without
+    the runtime."""
+    if info is None or "nvidia" not in (info.get("Runtimes") or {}):
+        return []
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    out = subprocess.run([smi, "--query-gpu=index,name,memory.total,memory.free",  # noqa: S603
+                          "--format=csv,noheader,nounits"], capture_output=True, text=True, check=False)
+    gpus = []
+    for line in out.stdout.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 4 and parts[2].isdigit() and parts[3].isdigit():
+            gpus.append({"index": int(parts[0]), "name": parts[1], "memory_total": int(parts[2]) * 2**20,
+                         "memory_free": int(parts[3]) * 2**20})
+    return gpus
+
+
+def free_disk(path: Path) -> int:
+    """Free bytes where ``path`` is or would be (its closest existing parent)."""
+    probe = path.expanduser().absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def probe_hardware() -> Hardware:
+    from . import cache_dir
+
+    try:
+        info: dict[str, Any] | None = engine.client().info()
+    except EngineError:
+        info = None
+    meminfo = read_meminfo()
+    shm = Path(SHM)
+    folders = {"hf cache": hf_cache_dir(), "mf cache": cache_dir(), "outputs (here)": Path.cwd()}
+    return Hardware(
+        gpus=gpu_memory(info),
+        ram_total=meminfo.get("MemTotal", 0),
+        ram_available=meminfo.get("MemAvailable", meminfo.get("MemFree", 0)),
+        engine_ram_total=int(info["MemTotal"]) if info and info.get("MemTotal") else None,
+        cpus=int(info.get("NCPU") or 0) if info else os.cpu_count() or 1,
+        disk_free={f"{name}: {path}": free_disk(path) for name, path in folders.items()},
+        shm_bytes=shutil.disk_usage(shm).total if shm.exists() else None,
+    )
+
+
+def fit_report(model: Path, hardware: Hardware, *, strategy: str | None = None, batch_size: int | None = None,
+               max_seq_length: int | None = None) -> dict[str, Any]:
+    """`mf doctor --model`'s answer: the hardware, the model, the training and inference estimates (for the given
+    settings, the rest picked to fit) and the settings it would pick."""
+    from . import fit
+
+    info = fit.read_model(model)
+    device: fit.Device = "gpu" if hardware.device == "gpu" else "cpu"
+    strat: fit.Strategy | None = "lora" if strategy == "lora" else "qlora" if strategy == "qlora" else None
+    rec = fit.recommend(info, device, hardware.budget, strategy=strat, batch_size=batch_size,
+                        max_seq_length=max_seq_length)
+    return {
+        "hardware": hardware.as_dict(),
+        "model": info.as_dict(),
+        "estimate": {"training": rec.training.as_dict(), "inference": rec.inference.as_dict()},
+        "recommended": rec.as_dict(),
+    }
+
+
+def cgroup_memory_peak_file(pid: int, proc: Path = Path("/proc"), root: Path = Path("/sys/fs/cgroup")) -> Path | None:
+    """The file holding the memory high-water mark of process ``pid``'s cgroup (a job container's PID 1, seen from
+    the host): ``memory.max_usage_in_bytes`` on cgroup v1 (the memory controller's hierarchy), ``memory.peak`` on
+    cgroup v2 (kernel 5.19 and newer). None when neither is there."""
+    try:
+        lines = (proc / str(pid) / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            v1 = root / "memory" / path.lstrip("/") / "memory.max_usage_in_bytes"
+            if v1.exists():
+                return v1
+        elif controllers == "":
+            v2 = root / path.lstrip("/") / "memory.peak"
+            if v2.exists():
+                return v2
+    return None
