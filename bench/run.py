@@ -11,7 +11,7 @@ usage: python bench/run.py [--reps 5] [--cold] [--out bench-results/bench.json]
 This is the one runner; the parts live by area, each with its rows of the table:
 generation.py (`mf run` overhead, CLI start, large vocabulary, gguf tokens/s, cuda image on CPU),
 training.py (LoRA steps/s, model load), busy.py (jobs beside busy processes), registry.py (push, verify, first
-run on an empty engine), cluster.py (Slurm), provider_kit.py (new provider to passing check), image_builds.py (sizes, rebuilds, SBOM scan, cold builds); common.py what they share.
+run on an empty engine), cluster.py (Slurm), provider_kit.py (new provider to passing check), egress.py (the egress proxy), image_builds.py (sizes, rebuilds, SBOM scan, cold builds); common.py what they share.
 """
 
 from __future__ import annotations
@@ -33,7 +33,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
-from bench import busy, cluster, generation, history, image_builds, provider_kit, registry, serve, training  # noqa: E402
+from bench import (  # noqa: E402
+    busy,
+    cluster,
+    egress,
+    generation,
+    history,
+    image_builds,
+    provider_kit,
+    registry,
+    serve,
+    training,
+)
 from orchestrator import engine, images  # noqa: E402
 
 #: `--only PART`: the key of its result in the report, and how to measure it
@@ -49,6 +60,7 @@ PARTS: dict[str, tuple[str, Callable[[argparse.Namespace], Any]]] = {
     "distributed": ("distributed", lambda args: training.bench_distributed(max(3, args.reps // 2),
                                                                            args.checkpoint.resolve())),
     "provider-kit": ("provider_kit", lambda args: provider_kit.bench_provider_kit(args.checkpoint.resolve())),
+    "egress": ("egress", lambda args: egress.bench_egress(args.reps)),
 }
 
 
@@ -73,6 +85,8 @@ def table(report: dict[str, Any]) -> str:
         lines += training.distributed_rows(report["distributed"])
     if "provider_kit" in report:
         lines += provider_kit.rows(report["provider_kit"])
+    if "egress" in report:
+        lines += egress.rows(report["egress"])
     cc = report.get("gguf_cuda_on_cpu")
     if cc:
         lines += generation.cuda_on_cpu_rows(cc)
@@ -123,6 +137,8 @@ def main() -> int:
     report["serve"] = serve.bench_serve(max(3, args.reps // 2), args.checkpoint.resolve())
     print("new provider to passing check ...", file=sys.stderr)
     report["provider_kit"] = provider_kit.bench_provider_kit(args.checkpoint.resolve())
+    print("egress proxy ...", file=sys.stderr)
+    report["egress"] = egress.bench_egress(args.reps)
     if os.getuid() == 0:
         print("registry, empty engine, Slurm ...", file=sys.stderr)
         report["travel"] = registry.bench_registry(args.reps)

@@ -218,7 +218,7 @@ def start_proxy(image: str, job_container: Any, folder: Path, allowed: list[str]
         image, [f"{SOCKET_DIR}/proxy.sock", *allowed], name=f"{job_container.name}-egress", detach=True,
         auto_remove=True, user=proxy_user(), network=network, pid_mode=f"container:{job_container.id}",
         mounts=[DockerMount(target=SOCKET_DIR, source=str(folder), type="bind", read_only=False)],
-        read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=64, mem_limit="128m",
+        read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=512, mem_limit="128m",
         labels=proxy_labels,
     )
 

@@ -8,29 +8,39 @@ ModelForge runtime forwards to the socket). The proxy allows exactly the declare
 - an absolute-form request (``GET http://host:port/path``, what clients send through ``HTTP_PROXY``) is sent
   on as an origin-form request with ``Connection: close``.
 
+The runtime does not relay the bytes: it passes each client connection's socket to the proxy over the Unix socket
+(SCM_RIGHTS), and the proxy serves it directly.
+
 Anything else is answered ``403`` and never connected. Each decision is one JSON line on stdout, which ``mf``
 turns into a ``log`` event of the job. The proxy shares the job's PID namespace, so it ends with the job however
-the job ends. Standard library only: python3 of the ModelForge base image, nothing else.
+the job ends. A thread per direction moves the bytes with splice(2): they go from one socket to the other in the
+kernel, never through Python. Standard library only: python3 of the ModelForge base image, nothing else.
 
 usage: egress_proxy.py SOCKET HOST:PORT [HOST:PORT ...]
 """
 
 from __future__ import annotations
 
-import asyncio
+import fcntl
 import json
 import os
+import socket
+import socketserver
 import sys
+import threading
 import time
 
-BUFFER = 256 * 1024
 HEAD_LIMIT = 64 * 1024
+CHUNK = 1 << 20
 CONNECT_TIMEOUT = 15.0
+_print = threading.Lock()
 
 
 def log(**fields: object) -> None:
-    sys.stdout.write(json.dumps({"egress": fields.pop("verdict"), **fields}, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
+    line = json.dumps({"egress": fields.pop("verdict"), **fields}, separators=(",", ":")) + "\n"
+    with _print:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def split_target(target: str, default_port: int) -> tuple[str, int]:
@@ -45,105 +55,130 @@ def split_target(target: str, default_port: int) -> tuple[str, int]:
     return host.lower(), int(port) if port else default_port
 
 
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-    moved = 0
+def move(src: socket.socket, dst: socket.socket, moved: list[int]) -> None:
+    """Copy src to dst until src ends, in the kernel (splice through a pipe); then end dst's writing side."""
+    r, w = os.pipe()
     try:
-        while data := await reader.read(BUFFER):
-            writer.write(data)
-            moved += len(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, CHUNK)  # one splice moves up to CHUNK, not the default 64 KiB
+    except OSError:
+        pass
+    try:
+        while n := os.splice(src.fileno(), w, CHUNK):
+            moved[0] += n
+            while n:
+                n -= os.splice(r, dst.fileno(), n)
+    except OSError:
         pass
     finally:
+        os.close(r)
+        os.close(w)
         try:
-            writer.write_eof()
-        except (OSError, RuntimeError):
-            writer.close()
-    return moved
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
 
-class Proxy:
-    def __init__(self, allowed: list[str]) -> None:
-        self.allowed = {split_target(item, 443) for item in allowed}
+def refuse(conn: socket.socket, method: str, target: str, reason: str) -> None:
+    log(verdict="refused", method=method, target=target, reason=reason)
+    body = f"mf egress proxy: {reason}\n".encode()
+    conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
-    async def refuse(self, writer: asyncio.StreamWriter, method: str, target: str, reason: str) -> None:
-        log(verdict="refused", method=method, target=target, reason=reason)
-        body = f"mf egress proxy: {reason}\n".encode()
-        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-        await writer.drain()
-        writer.close()
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            writer.close()
+class Handler(socketserver.BaseRequestHandler):
+    allowed: set[tuple[str, int]] = set()
+
+    def handle(self) -> None:
+        """A connection handed over by the job's runtime (its client socket, passed as a file descriptor: the
+        bytes then go between the client and the upstream in one hop), or a client on the socket itself."""
+        _, fds, _, _ = socket.recv_fds(self.request, 1, 1)
+        if not fds:
             return
+        with socket.socket(fileno=fds[0]) as client:
+            self.serve(client)
+
+    def serve(self, conn: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = conn.recv(65536)
+            if not data or len(head) > HEAD_LIMIT:
+                return
+            head += data
+        head, _, early = head.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         try:
             method, target, version = lines[0].split(" ", 2)
         except ValueError:
-            await self.refuse(writer, "?", lines[0][:80], "not an HTTP proxy request")
+            refuse(conn, "?", lines[0][:80], "not an HTTP proxy request")
             return
         try:
             if method == "CONNECT":
                 host, port = split_target(target, 443)
-                rest = b""
+                first = early
             elif target.startswith("http://"):
                 authority, _, path = target[len("http://"):].partition("/")
                 host, port = split_target(authority, 80)
                 kept = [line for line in lines[1:] if line and not line.lower().startswith(
                     ("proxy-connection:", "connection:", "keep-alive:", "proxy-authorization:"))]
-                rest = "\r\n".join([f"{method} /{path} {version}", *kept, "Connection: close", "", ""]).encode("latin-1")
+                first = "\r\n".join([f"{method} /{path} {version}", *kept, "Connection: close", "", ""]).encode(
+                    "latin-1") + early
             else:
-                await self.refuse(writer, method, target[:200], "only CONNECT and absolute http:// requests go through")
+                refuse(conn, method, target[:200], "only CONNECT and absolute http:// requests go through")
                 return
         except ValueError:
-            await self.refuse(writer, method, target[:200], "not a host:port")
+            refuse(conn, method, target[:200], "not a host:port")
             return
         shown = f"{host}:{port}"
         if (host, port) not in self.allowed:
-            await self.refuse(writer, method, shown, f"{shown} is not in the provider's network declaration")
+            refuse(conn, method, shown, f"{shown} is not in the provider's network declaration")
             return
         started = time.monotonic()
         try:
-            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=BUFFER),
-                                                          CONNECT_TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as exc:
+            upstream = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+            upstream.settimeout(None)
+        except OSError as exc:
             log(verdict="failed", method=method, target=shown, reason=f"{type(exc).__name__}: {exc}")
-            writer.write(b"HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-            await writer.drain()
-            writer.close()
+            conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
             return
         log(verdict="allowed", method=method, target=shown)
-        if method == "CONNECT":
-            writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-            await writer.drain()
-        else:
-            up_writer.write(rest)
-        up, down = await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        log(verdict="closed", method=method, target=shown, sent=up + len(rest), received=down,
+        for sock, option in ((upstream, socket.SO_RCVBUF), (conn, socket.SO_SNDBUF)):  # fewer wake-ups per MB
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, 4 * CHUNK)
+            except OSError:
+                pass
+        with upstream:
+            if method == "CONNECT":
+                conn.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            if first:
+                upstream.sendall(first)
+            sent, received = [len(first)], [0]
+            up = threading.Thread(target=move, args=(conn, upstream, sent), daemon=True)
+            up.start()
+            move(upstream, conn, received)
+            up.join()
+        log(verdict="closed", method=method, target=shown, sent=sent[0], received=received[0],
             seconds=round(time.monotonic() - started, 3))
-        writer.close()
-        up_writer.close()
 
 
-async def main(socket_path: str, allowed: list[str]) -> None:
-    proxy = Proxy(allowed)
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
+def main(socket_path: str, allowed: list[str]) -> None:
+    Handler.allowed = {split_target(item, 443) for item in allowed}
     if os.path.exists(socket_path):
         os.unlink(socket_path)
-    server = await asyncio.start_unix_server(proxy.handle, socket_path, limit=HEAD_LIMIT)
-    os.chmod(socket_path, 0o666)  # the job's user connects; the folder it is in is the job's alone
-    log(verdict="listening", allowed=sorted(f"{h}:{p}" for h, p in proxy.allowed))
-    async with server:
-        await server.serve_forever()
+    with Server(socket_path, Handler) as server:
+        os.chmod(socket_path, 0o666)  # noqa: S103 - the job's user connects; the folder it is in is the job's alone
+        log(verdict="listening", allowed=sorted(f"{h}:{p}" for h, p in Handler.allowed))
+        server.serve_forever()
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit("usage: egress_proxy.py SOCKET HOST:PORT [HOST:PORT ...]")
     try:
-        asyncio.run(main(sys.argv[1], sys.argv[2:]))
+        main(sys.argv[1], sys.argv[2:])
     except KeyboardInterrupt:
         pass

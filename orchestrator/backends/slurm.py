@@ -175,7 +175,7 @@ def _egress_lines(plan: JobPlan) -> str:
 
     proxy = " ".join(shlex.quote(a) for a in [
         "run", "--rm", "--user", egress.proxy_user(), "--network", os.environ.get(egress.NETWORK_ENV) or "bridge",
-        "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges", "--pids-limit", "64", "--memory", "128m",
+        "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges", "--pids-limit", "512", "--memory", "128m",
         "--label", "org.modelforge.kind=egress", "--mount", f"type=bind,source={plan.labels[EGRESS_FOLDER_LABEL]},"
         f"target={egress.SOCKET_DIR}", egress.image_tag(), f"{egress.SOCKET_DIR}/proxy.sock", *plan.egress])
     return f"""until "$docker" inspect "$name" >/dev/null 2>&1 || ! kill -0 "$pid" 2>/dev/null; do sleep 0.05; done

@@ -1,10 +1,10 @@
 """Inside a job whose provider calls out: the job has no network, and reaches the outside only through the egress
 proxy's Unix socket (mounted by ``mf``). Clients speak to a proxy by TCP (``HTTPS_PROXY``), so the runtime listens on
-the container's own loopback and forwards each connection to that socket; the proxy decides what goes through."""
+the container's own loopback and hands each connection's socket to the proxy over that Unix socket (SCM_RIGHTS);
+the proxy decides what goes through, and moves the bytes itself."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import threading
@@ -15,18 +15,6 @@ SOCKET_ENV = "MF_EGRESS_SOCKET"
 PORT = 3128
 #: How long a connection waits for the proxy to listen (it starts beside the job, not before it).
 WAIT_SECONDS = 20.0
-CHUNK = 256 * 1024
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(CHUNK):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
 
 
 def _connect(path: str) -> socket.socket:
@@ -43,16 +31,21 @@ def _connect(path: str) -> socket.socket:
             time.sleep(0.02)
 
 
+def _hand_over(client: socket.socket, path: str) -> None:
+    """Give the client's socket to the proxy (SCM_RIGHTS): the proxy reads the request and moves the bytes
+    between it and the upstream itself, so nothing here copies them."""
+    with client:
+        try:
+            with _connect(path) as proxy:
+                socket.send_fds(proxy, [b"c"], [client.fileno()])
+        except OSError:
+            pass
+
+
 def _serve(listener: socket.socket, path: str) -> None:
     while True:
         client, _ = listener.accept()
-        try:
-            upstream = _connect(path)
-        except OSError:
-            client.close()
-            continue
-        threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
-        threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+        threading.Thread(target=_hand_over, args=(client, path), daemon=True).start()
 
 
 def start_forwarder() -> bool:
