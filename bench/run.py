@@ -11,7 +11,8 @@ usage: python bench/run.py [--reps 5] [--cold] [--out bench-results/bench.json]
 This is the one runner; the parts live by area, each with its rows of the table:
 generation.py (`mf run` overhead, CLI start, large vocabulary, gguf tokens/s, cuda image on CPU),
 training.py (LoRA steps/s, model load), busy.py (jobs beside busy processes), registry.py (push, verify, first
-run on an empty engine), cluster.py (Slurm), provider_kit.py (new provider to passing check), egress.py (the egress proxy), image_builds.py (sizes, rebuilds, SBOM scan, cold builds); common.py what they share.
+run on an empty engine), cluster.py (Slurm), provider_kit.py (new provider to passing check), egress.py (the egress proxy),
+image_builds.py (sizes, rebuilds, SBOM scan, cold builds); common.py what they share.
 """
 
 from __future__ import annotations
