@@ -208,6 +208,8 @@ class DockerBackend(LocalFilesBackend):
             self._container.start()
             if plan.egress:  # in the job's PID namespace, so started after it; the job waits for its socket
                 self._egress = EgressProxy(self._egress_image, self._container, sockets, plan.egress, plan.labels)
+                if DETACHED_LABEL in plan.labels:  # mf returns now: the proxy must exist before it does
+                    self._egress.started.wait(timeout=60)
         except BaseException:
             self.finish(self.prefix + name)
             raise
@@ -310,13 +312,17 @@ class EgressProxy:
         self._lock = threading.Lock()
         self._container: Any = None
         self._failure: BaseException | None = None
+        self.started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(image, job_container, folder, allowed, labels),
                                         name="mf-egress-proxy", daemon=True)
         self._thread.start()
 
     def _run(self, image: str, job_container: Any, folder: Path, allowed: list[str], labels: dict[str, str]) -> None:
         try:
-            self._container = egress.start_proxy(image, job_container, folder, allowed, labels)
+            try:
+                self._container = egress.start_proxy(image, job_container, folder, allowed, labels)
+            finally:
+                self.started.set()
             for raw in iter_lines(self._container.logs(stdout=True, stderr=False, stream=True, follow=True)):
                 with self._lock:
                     self._lines.append(raw)

@@ -161,3 +161,21 @@ def test_online_reaches_only_the_hubs_hosts(docker_client: Any, gguf_image: str)
     assert any(m.startswith("egress allowed CONNECT huggingface.co:443") or
                m.startswith("egress failed CONNECT huggingface.co:443") for m in logs), logs
     assert egress_containers(docker_client) == []
+
+
+def test_a_detached_job_keeps_its_proxy_until_it_ends(cloud, docker_client: Any) -> None:
+    res = mf("run", "--provider", "cloud", "load", "--model", "cloud-small", "--prompt", "slow", "--secret",
+             "CLOUD_API_KEY=env:CLOUD_API_KEY", "--detach", "--json", timeout=300)
+    assert res.code == 0, res.stderr
+    job = res.last["job"]
+    try:
+        assert len(egress_containers(docker_client)) == 1  # started before mf returned
+        logs = mf("jobs", "logs", job, "--follow", "--json", timeout=120)
+        assert logs.code == 0, logs.stderr
+        assert logs.last["text"] == " Paris (port 8080, prompt 'slow')"
+        deadline = time.monotonic() + 30
+        while egress_containers(docker_client):  # the job ended: its proxy with it
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        assert mf("jobs", "cancel", job).code == 0

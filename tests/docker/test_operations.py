@@ -147,7 +147,7 @@ def nonroot_mf() -> Iterator[Path]:
     subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True)
     # mf runs from a checkout (it reads images/ and providers/ there): a readable copy of one
     repo, src = Path(__file__).resolve().parents[2], venv / "src"
-    for part in ("orchestrator", "providers", "images", "pyproject.toml", "README.md"):
+    for part in ("orchestrator", "providers", "ModelForge", "images", "pyproject.toml", "README.md"):
         copy = shutil.copytree if (repo / part).is_dir() else shutil.copyfile
         copy(repo / part, src / part, **({"symlinks": True} if copy is shutil.copytree else {}))
     subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "-e", str(src)],

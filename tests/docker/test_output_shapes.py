@@ -54,7 +54,8 @@ def test_images_and_providers_json_keep_their_keys(gguf_image: str) -> None:
                                    "superseded"} for r in rows), rows[0]
     providers = json.loads(mf("providers", "--json").stdout)
     assert {p["name"] for p in providers} >= {"gguf", "huggingface", "unsloth"}
-    assert all(set(p) == {"name", "origin", "actions", "requires_gpu", "image", "built", "note"} for p in providers)
+    assert all(set(p) == {"name", "origin", "actions", "requires_gpu", "network", "secrets", "image", "built", "note"}
+               for p in providers)
 
 
 def test_a_detached_run_prints_its_job_as_json(gguf_image: str, demo_model: Path) -> None:
