@@ -17,7 +17,7 @@ from providers.errors import ImageError
 
 from .conftest import JobWatcher
 
-ALLOWED_TARGETS = re.compile(r"^(/models/[^/]+|/cache/huggingface|/job|/output|/data/[^/]+)$")
+ALLOWED_TARGETS = re.compile(r"^(/models/[^/]+|/cache/huggingface|/job|/output|/data/[^/]+|/run/mf-egress|/run/secrets)$")
 SECRET = "hf_modelforge_test_secret_0123456789"
 
 
@@ -52,15 +52,18 @@ def test_a_job_is_unprivileged_isolated_and_keeps_the_token_secret(gguf_image: s
 
     host = attrs["HostConfig"]
     assert host["ReadonlyRootfs"] is True and host["PidsLimit"] > 0 and host["CapDrop"] == ["ALL"]
-    assert host["NetworkMode"] == ("bridge" if online else "none")
+    assert host["NetworkMode"] == "none"  # online too: the hub's hosts only, through the job's egress proxy
     assert host["Privileged"] is False
     for mount in host["Mounts"]:
         assert ALLOWED_TARGETS.match(mount["Target"]), mount
         assert "docker.sock" not in mount["Source"] and mount["Source"] not in ("/", "/etc", "/root", "/var/run")
 
     env_in = attrs["Config"]["Env"]
-    assert (f"HF_TOKEN={SECRET}" in env_in) is online  # only an --online job gets the token
-    outside_env = [*attrs["Config"].get("Cmd", []), *(attrs["Config"].get("Entrypoint") or []), attrs["Path"],
+    assert not any(e.startswith("HF_TOKEN=") for e in env_in)  # never in the environment
+    # only an --online job gets the token, as a file on a tmpfs (see tests/docker/test_egress.py for its content)
+    assert ("HF_TOKEN_PATH=/run/secrets/HF_TOKEN" in env_in) is online
+    assert any(m["Target"] == "/run/secrets" and m["Source"].startswith("/dev/shm/") for m in host["Mounts"]) is online
+    outside_env = [*env_in, *attrs["Config"].get("Cmd", []), *(attrs["Config"].get("Entrypoint") or []), attrs["Path"],
                    *attrs["Args"], *attrs["Config"]["Labels"].values(), proc.stdout, proc.stderr]
     assert not any(SECRET in str(v) for v in outside_env)
     history = docker_client.images.get(gguf_image).history()
