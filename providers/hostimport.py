@@ -62,7 +62,10 @@ class _StandInFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def find_spec(self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
                   ) -> importlib.machinery.ModuleSpec | None:
-        self.stood_in.add(fullname.split(".")[0])
+        top = fullname.split(".")[0]
+        if "." in fullname and not isinstance(sys.modules.get(top), _ImageOnlyModule):
+            return None  # a missing module of a real package (the plugin's own, say) stays missing: a real error
+        self.stood_in.add(top)
         return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:

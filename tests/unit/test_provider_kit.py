@@ -81,6 +81,25 @@ def test_the_guides_file_registers_on_a_host_without_transformers(tmp_path: Path
     assert proc.stdout.split() == ["CustomProvider", "['transformers']", "image", "custom", "False"], proc.stderr
 
 
+def test_a_missing_module_of_the_plugins_own_package_is_not_stood_in(tmp_path: Path) -> None:
+    package = tmp_path / "mf_own"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "provider.py").write_text("import transformers\nimport mf_own.helpers\n")
+    code = textwrap.dedent("""
+        from importlib.metadata import EntryPoint
+        from providers.hostimport import load_with_stand_ins
+        ep = EntryPoint("own", "mf_own.provider:P", "modelforge.providers")
+        try:
+            load_with_stand_ins(ep.load, "transformers")
+        except ImportError as exc:
+            print("still missing:", exc.name)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}, timeout=60)
+    assert proc.stdout.strip() == "still missing: mf_own.helpers", proc.stderr
+
+
 def test_modelforges_exceptions_carry_this_projects_kinds_and_exit_codes() -> None:
     from ModelForge import exceptions as mfe
 
