@@ -26,6 +26,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from providers.errors import ConfigurationError, ImageError
 from providers.secrets import check_name as check_secret_name
 
 from . import LABEL_PREFIX, engine, project_labels, recipes
+from .outcome import iter_lines
 
 EGRESS_DIR = recipes.IMAGES_DIR / "egress"
 #: What --online reaches, as documented by huggingface_hub: the hub's API and file CDNs (LFS and Xet storage).
@@ -240,5 +242,54 @@ def log_events(lines: list[str]) -> list[dict[str, Any]]:
     return events
 
 
+class EgressProxy:
+    """The egress proxy beside a followed job: started in a thread (the job's start does not wait for it), its
+    decisions streamed as they come, so that they reach the user as log events before the job's result."""
 
+    def __init__(self, image: str, job_container: Any, folder: Path, allowed: list[str], labels: dict[str, str]) -> None:
+        self._lines: list[str] = []
+        self._shown = 0
+        self._lock = threading.Lock()
+        self._container: Any = None
+        self._failure: BaseException | None = None
+        self.started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(image, job_container, folder, allowed, labels),
+                                        name="mf-egress-proxy", daemon=True)
+        self._thread.start()
 
+    def _run(self, image: str, job_container: Any, folder: Path, allowed: list[str], labels: dict[str, str]) -> None:
+        try:
+            try:
+                self._container = start_proxy(image, job_container, folder, allowed, labels)
+            finally:
+                self.started.set()
+            for raw in iter_lines(self._container.logs(stdout=True, stderr=False, stream=True, follow=True)):
+                with self._lock:
+                    self._lines.append(raw)
+        except BaseException as exc:  # the job then fails to connect, and says so; mf reports why here
+            self._failure = exc
+
+    def new_events(self, final: bool = False) -> list[dict[str, Any]]:
+        from docker.errors import DockerException
+
+        if final and self._container is not None:  # what the stream has not delivered yet
+            with contextlib.suppress(DockerException):
+                snapshot = self._container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace").splitlines()
+                with self._lock:
+                    if len(snapshot) > len(self._lines):
+                        self._lines = snapshot
+        with self._lock:
+            fresh, self._shown = self._lines[self._shown:], len(self._lines)
+        events = log_events(fresh)
+        if final and self._failure is not None:
+            events.append({"v": 1, "event": "log", "level": "error",
+                           "message": f"the egress proxy did not start: {self._failure}"})
+        return events
+
+    def stop(self) -> None:
+        from docker.errors import DockerException
+
+        self._thread.join(timeout=10)
+        if self._container is not None:  # it ends with the job (its PID namespace); this is for a job that never ran
+            with contextlib.suppress(DockerException):
+                self._container.remove(force=True)

@@ -32,6 +32,17 @@ from providers.errors import ConfigurationError, ImageError
 from providers.protocol import PROTOCOL_METHODS
 
 from . import recipes
+from .provider_templates import (
+    EXAMPLE_MODEL,
+    KEY_LIBRARY,
+    PYPROJECT,
+    README,
+    REQUIREMENTS_EXTRA,
+    REQUIREMENTS_OWN,
+    SHIMS,
+    TEMPLATES,
+    TEST,
+)
 
 STACKS = {
     # stack -> the built-in image it extends (None: a lock of its own)
@@ -112,224 +123,7 @@ def read_provider_file(path: Path, name: str) -> ProviderSource:
     return ProviderSource(text, module, candidates[0].name, stack)
 
 
-# -- templates --------------------------------------------------------------------------------
-_HEADER = '''"""The {name} provider (made by `mf providers new`; the protocol: docs/custom-providers.md).
-
-Import heavy libraries inside the methods: `mf` imports this module on the host, where only its
-image's libraries are missing.
-"""
-
-from pathlib import Path
-from typing import Any, Dict, Optional
-
-from providers.errors import ModelAccessError, ProviderError
-from providers.log import logger
-'''
-
-_TRANSFORMERS = _HEADER + '''
-
-class {cls}:
-    """Loads transformers checkpoints (a local folder, or a hub id with --online)."""
-
-    def __init__(self, config: Optional[Dict] = None):
-        self.config = config or {{}}
-
-    def get_provider_name(self) -> str:
-        return "{name}"
-
-    def validate_model_access(self, model_id: str, model_class: str) -> bool:
-        local = Path(model_id)
-        if local.exists():
-            if not (local / "config.json").is_file():
-                raise ModelAccessError(f"Cannot access model {{model_id}}: no config.json",
-                                       "Pass a transformers checkpoint folder.")
-            return True
-        try:
-            from huggingface_hub import model_info
-
-            model_info(model_id)
-            return True
-        except Exception as e:
-            raise ModelAccessError(f"Cannot access model {{model_id}}: {{e}}") from e
-
-    def load_model(self, model_id: str, model_class: str, quantization_config: Any = None,
-                   device_map: str = "auto", **kwargs: Any) -> Any:
-        import transformers
-
-        try:
-            auto_class = getattr(transformers, model_class)
-            logger.info(f"Loading {{model_id}} as {{model_class}}")
-            return auto_class.from_pretrained(model_id, quantization_config=quantization_config,
-                                              device_map=device_map, **kwargs)
-        except AttributeError:
-            raise ProviderError(f"transformers has no {{model_class}}", "Pass --model-class AutoModelForCausalLM.")
-        except (OSError, ValueError) as e:
-            raise ProviderError(f"Failed to load {{model_id}}: {{e}}") from e
-
-    def load_tokenizer(self, model_id: str, **kwargs: Any) -> Any:
-        from transformers import AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(model_id, **kwargs)
-        except (OSError, ValueError) as e:
-            raise ProviderError(f"Failed to load the tokenizer of {{model_id}}: {{e}}") from e
-        if tokenizer.pad_token is None:  # batching and training need one
-            tokenizer.pad_token = tokenizer.eos_token
-        return tokenizer
-'''
-
-_LLAMA_CPP = _HEADER + '''
-
-class {cls}:
-    """Loads GGUF files with llama-cpp-python."""
-
-    def __init__(self, config: Optional[Dict] = None):
-        self.config = config or {{}}
-        self.n_ctx = int(self.config.get("n_ctx", 2048))
-
-    def get_provider_name(self) -> str:
-        return "{name}"
-
-    def validate_model_access(self, model_id: str, model_class: str) -> bool:
-        path = Path(model_id)
-        if not path.is_file():
-            raise ModelAccessError(f"No GGUF file at {{model_id}}", "Pass the path of a .gguf file.")
-        with path.open("rb") as fh:
-            if fh.read(4) != b"GGUF":
-                raise ModelAccessError(f"{{model_id}} is not a GGUF file", "Pass the path of a .gguf file.")
-        return True
-
-    def load_model(self, model_id: str, model_class: str, quantization_config: Any = None,
-                   device_map: str = "auto", **kwargs: Any) -> Any:
-        from llama_cpp import Llama
-
-        if quantization_config:
-            raise ProviderError("A GGUF file is quantized already.", "Leave quantization_config out.")
-        logger.info(f"Loading {{model_id}} with llama.cpp (n_ctx={{self.n_ctx}})")
-        try:
-            return Llama(model_path=model_id, n_ctx=self.n_ctx, n_gpu_layers=-1, verbose=False, **kwargs)
-        except (ValueError, RuntimeError) as e:
-            raise ProviderError(f"llama.cpp could not load {{model_id}}: {{e}}") from e
-
-    def load_tokenizer(self, model_id: str, **kwargs: Any) -> Any:
-        from llama_cpp import Llama, LlamaTokenizer
-
-        try:
-            return LlamaTokenizer(Llama(model_path=model_id, vocab_only=True, verbose=False))
-        except (ValueError, RuntimeError) as e:
-            raise ProviderError(f"llama.cpp could not read the vocabulary of {{model_id}}: {{e}}") from e
-'''
-
-_NONE = _HEADER + '''
-
-class {cls}:
-    """A provider with no library yet: write load_model and load_tokenizer, list what they import in
-    image/requirements.in, then `mf providers lock {name}`."""
-
-    def __init__(self, config: Optional[Dict] = None):
-        self.config = config or {{}}
-
-    def get_provider_name(self) -> str:
-        return "{name}"
-
-    def validate_model_access(self, model_id: str, model_class: str) -> bool:
-        if not Path(model_id).exists():
-            raise ModelAccessError(f"Cannot access model {{model_id}}: no such file or folder")
-        return True
-
-    def load_model(self, model_id: str, model_class: str, quantization_config: Any = None,
-                   device_map: str = "auto", **kwargs: Any) -> Any:
-        raise ProviderError("load_model is not written yet.", "Write it in " + __file__ + ".")
-
-    def load_tokenizer(self, model_id: str, **kwargs: Any) -> Any:
-        raise ProviderError("load_tokenizer is not written yet.", "Write it in " + __file__ + ".")
-'''
-
-TEMPLATES = {"transformers": _TRANSFORMERS, "llama-cpp": _LLAMA_CPP, "none": _NONE}
-
-_PYPROJECT = '''[build-system]
-requires = ["setuptools>=68"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "mf-provider-{name}"
-version = "0.1.0"
-description = "The {name} provider for ModelForge."
-requires-python = ">=3.11"
-
-# The name on the left is what `mf run --provider` takes.
-[project.entry-points."modelforge.providers"]
-{name} = "{package}.providers.{module}:{cls}"
-
-[tool.setuptools.packages.find]
-include = ["{package}*"]
-
-[tool.setuptools.package-data]
-{package} = ["image/*"]
-'''
-
-_SHIMS = {
-    "__init__.py": '"""The {name} provider for ModelForge."""\n',
-    "logging_config.py": '"""ModelForge\'s logger, for code written for ModelForge (from ..logging_config import logger)."""\n\n'
-                         "from ModelForge.logging_config import logger, setup_logging  # noqa: F401\n",
-    "exceptions.py": '"""ModelForge\'s exceptions, for code written for ModelForge (from ..exceptions import ...)."""\n\n'
-                     "from ModelForge.exceptions import *  # noqa: F401,F403\n",
-    "providers/__init__.py": "",
-    "providers/provider_factory.py": '"""ModelForge\'s factory, for code written for ModelForge."""\n\n'
-                                     "from ModelForge.providers.provider_factory import *  # noqa: F401,F403\n",
-}
-
-_REQUIREMENTS_OWN = """# What the {name} provider's image installs, with pydantic for the ModelForge runtime.
-# Hash-lock it with `mf providers lock {name}` (writes requirements.<flavour>.txt beside this file).
-pydantic>=2.7
-"""
-
-_REQUIREMENTS_EXTRA = """# Libraries the {name} provider needs beyond the {parent} image's (that image has {key}).
-# List them here, then `mf providers lock {name}`: requirements.<flavour>.txt gets what is new.
-"""
-
-_TEST = '''"""The guide's step 4 for the {name} provider, in its own image: `mf providers check` on a real model.
-
-    MF_CHECK_MODEL=path/to/model pytest tests/
-"""
-
-import json
-import os
-import subprocess
-import sys
-
-import pytest
-
-MODEL = os.environ.get("MF_CHECK_MODEL")
-
-
-@pytest.mark.skipif(not MODEL, reason="set MF_CHECK_MODEL to a model the provider loads")
-def test_the_provider_passes_every_check():
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", "providers", "check", "{name}", "--model", MODEL,
-                           "--json"], capture_output=True, text=True, timeout=3600)
-    records = [json.loads(line) for line in proc.stdout.splitlines()]  # one record per check
-    assert records, proc.stderr
-    failed = [f"{{r['name']}}: {{r['detail']}}" for r in records if r["ok"] is False]
-    assert failed == [] and proc.returncode == 0, failed or proc.stderr
-'''
-
-_README = """# mf-provider-{name}
-
-The `{name}` provider for ModelForge ({stack} stack).
-
-```bash
-mf providers lock {name}          # hash-lock image/requirements.in for the image
-pip install -e .                  # mf now lists {name}
-mf providers check {name} --model {model}
-MF_CHECK_MODEL={model} pytest tests/
-```
-"""
-
-_KEY_LIBRARY = {"huggingface": "torch, transformers, peft", "gguf": "llama-cpp-python"}
-_EXAMPLE_MODEL = {"transformers": "./my-checkpoint", "llama-cpp": "./models/SmolLM2-135M-Instruct.Q4_1.gguf",
-                  "none": "./my-model"}
-
-
+# -- the templates are in orchestrator/provider_templates.py ---------------------------------------
 def scaffold(name: str, target: Path, stack: str | None, from_file: Path | None) -> tuple[Path, str, list[str]]:
     """Write the package for provider ``name`` into ``target`` (which must not exist or be empty).
     Returns the folder, the stack and the files written."""
@@ -346,18 +140,18 @@ def scaffold(name: str, target: Path, stack: str | None, from_file: Path | None)
     text = source.text if source else TEMPLATES[stack].format(name=name, cls=cls)
     parent = STACKS[stack]
     files: dict[str, str] = {
-        "pyproject.toml": _PYPROJECT.format(name=name, package=package, module=module, cls=cls),
-        "README.md": _README.format(name=name, stack=stack, model=_EXAMPLE_MODEL[stack]),
-        f"tests/test_{name}_provider.py": _TEST.format(name=name),
-        **{f"{package}/{rel}": body.format(name=name) for rel, body in _SHIMS.items()},
+        "pyproject.toml": PYPROJECT.format(name=name, package=package, module=module, cls=cls),
+        "README.md": README.format(name=name, stack=stack, model=EXAMPLE_MODEL[stack]),
+        f"tests/test_{name}_provider.py": TEST.format(name=name),
+        **{f"{package}/{rel}": body.format(name=name) for rel, body in SHIMS.items()},
         f"{package}/providers/{module}.py": text,
     }
     if parent is None:
-        files[f"{package}/image/requirements.in"] = _REQUIREMENTS_OWN.format(name=name)
+        files[f"{package}/image/requirements.in"] = REQUIREMENTS_OWN.format(name=name)
     else:
         files[f"{package}/image/{recipes.EXTENDS_FILE}"] = f"{parent}\n"
-        files[f"{package}/image/requirements.in"] = _REQUIREMENTS_EXTRA.format(
-            name=name, parent=parent, key=_KEY_LIBRARY.get(parent, "its lock"))
+        files[f"{package}/image/requirements.in"] = REQUIREMENTS_EXTRA.format(
+            name=name, parent=parent, key=KEY_LIBRARY.get(parent, "its lock"))
     for rel, body in files.items():
         path = target / rel
         path.parent.mkdir(parents=True, exist_ok=True)

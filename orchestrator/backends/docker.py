@@ -21,7 +21,6 @@ import secrets
 import shlex
 import shutil
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,7 +139,8 @@ class DockerBackend(LocalFilesBackend):
         self._container: Any = None
         self._stdin: Any = None
         self._image: str | None = None
-        self._egress: EgressProxy | None = None
+        self._egress: egress.EgressProxy | None = None
+        self._egress_image = ""
         self._secrets: Path | None = None
 
     def check(self, request: JobRequest, provider: checks.Provider, gpu_host: bool) -> None:
@@ -207,7 +207,7 @@ class DockerBackend(LocalFilesBackend):
                 self._stdin = self._container.attach_socket(params={"stdin": 1, "stream": 1})
             self._container.start()
             if plan.egress:  # in the job's PID namespace, so started after it; the job waits for its socket
-                self._egress = EgressProxy(self._egress_image, self._container, sockets, plan.egress, plan.labels)
+                self._egress = egress.EgressProxy(self._egress_image, self._container, sockets, plan.egress, plan.labels)
                 if DETACHED_LABEL in plan.labels:  # mf returns now: the proxy must exist before it does
                     self._egress.started.wait(timeout=60)
         except BaseException:
@@ -300,55 +300,6 @@ class DockerBackend(LocalFilesBackend):
                          "folder": str(jobs_root() / container.name),
                          **({"url": labels[serving.URL_LABEL]} if serving.URL_LABEL in labels else {})})
         return rows
-
-
-class EgressProxy:
-    """The egress proxy beside a followed job: started in a thread (the job's start does not wait for it), its
-    decisions streamed as they come, so that they reach the user as log events before the job's result."""
-
-    def __init__(self, image: str, job_container: Any, folder: Path, allowed: list[str], labels: dict[str, str]) -> None:
-        self._lines: list[str] = []
-        self._shown = 0
-        self._lock = threading.Lock()
-        self._container: Any = None
-        self._failure: BaseException | None = None
-        self.started = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(image, job_container, folder, allowed, labels),
-                                        name="mf-egress-proxy", daemon=True)
-        self._thread.start()
-
-    def _run(self, image: str, job_container: Any, folder: Path, allowed: list[str], labels: dict[str, str]) -> None:
-        try:
-            try:
-                self._container = egress.start_proxy(image, job_container, folder, allowed, labels)
-            finally:
-                self.started.set()
-            for raw in iter_lines(self._container.logs(stdout=True, stderr=False, stream=True, follow=True)):
-                with self._lock:
-                    self._lines.append(raw)
-        except BaseException as exc:  # the job then fails to connect, and says so; mf reports why here
-            self._failure = exc
-
-    def new_events(self, final: bool = False) -> list[dict[str, Any]]:
-        if final and self._container is not None:  # what the stream has not delivered yet
-            with contextlib.suppress(DockerException):
-                snapshot = self._container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace").splitlines()
-                with self._lock:
-                    if len(snapshot) > len(self._lines):
-                        self._lines = snapshot
-        with self._lock:
-            fresh, self._shown = self._lines[self._shown:], len(self._lines)
-        events = egress.log_events(fresh)
-        if final and self._failure is not None:
-            events.append({"v": 1, "event": "log", "level": "error",
-                           "message": f"the egress proxy did not start: {self._failure}"})
-        return events
-
-    def stop(self) -> None:
-        self._thread.join(timeout=10)
-        if self._container is not None:  # it ends with the job (its PID namespace); this is for a job that never ran
-            with contextlib.suppress(DockerException):
-                self._container.remove(force=True)
 
 
 def _no_record(job: str) -> ConfigurationError:
